@@ -1,0 +1,1 @@
+"""sealbox: Linux sandboxes whose only way out is a secret-injecting egress gateway."""
