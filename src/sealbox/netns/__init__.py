@@ -1,0 +1,1 @@
+"""The sandbox's network namespace: loopback only, every connection forced to the gateway."""
