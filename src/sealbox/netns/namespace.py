@@ -152,19 +152,22 @@ def bind_listeners(namespace: NetworkNamespace, gateway_port: int = GATEWAY_PORT
     return namespace.run(bind)
 
 
-def connect_inside(namespace: NetworkNamespace, family: int, address: tuple[str, int]) -> socket.socket:
-    """Return a non-blocking socket created inside the namespace and connected to `address` (for ingress)."""
+def connect_inside(namespace: NetworkNamespace, family: int, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    """Return a non-blocking socket created inside the namespace and connected to `address` (for ingress).
+
+    The connect is blocking, in the helper thread: it goes to the namespace's
+    own loopback, so it completes or is refused at once.
+    """
 
     def make() -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock.settimeout(timeout)
         try:
             sock.connect(address)
-        except BlockingIOError:
-            pass
         except OSError:
             sock.close()
             raise
+        sock.setblocking(False)
         return sock
 
     return namespace.run(make)

@@ -1,0 +1,155 @@
+"""Byte-exact relays between two sockets, with half-close.
+
+`splice_relay` moves bytes between two plain TCP sockets through a kernel
+pipe with splice(2), so passthrough traffic is never copied into Python.
+`stream_relay` does the same for asyncio streams (used once TLS is
+terminated). Each direction ends independently: end-of-file from one side
+becomes a shutdown of the write side of the other, so half-closed
+connections keep working, and the relay finishes when both directions have
+ended or either side fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import socket
+from dataclasses import dataclass
+
+PIPE_SIZE = 1024 * 1024
+SPLICE_CHUNK = 1024 * 1024
+STREAM_CHUNK = 256 * 1024
+F_SETPIPE_SZ = 1031
+
+
+@dataclass
+class RelayCounters:
+    """Bytes moved in each direction."""
+
+    upstream: int = 0    # from the sandbox to upstream
+    downstream: int = 0  # from upstream to the sandbox
+
+
+async def _wait_readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    future = loop.create_future()
+    loop.add_reader(fd, lambda: future.done() or future.set_result(None))
+    try:
+        await future
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    future = loop.create_future()
+    loop.add_writer(fd, lambda: future.done() or future.set_result(None))
+    try:
+        await future
+    finally:
+        loop.remove_writer(fd)
+
+
+async def _splice_direction(source: socket.socket, destination: socket.socket) -> int:
+    """Move bytes from source to destination until end-of-file; return the count."""
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only costs more iterations
+        total = 0
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        while True:
+            try:
+                moved = os.splice(source.fileno(), write_end, SPLICE_CHUNK, flags=flags)
+            except BlockingIOError:
+                await _wait_readable(loop, source.fileno())
+                continue
+            if moved == 0:
+                break
+            pending = moved
+            while pending:
+                try:
+                    sent = os.splice(read_end, destination.fileno(), pending, flags=flags)
+                    pending -= sent
+                except BlockingIOError:
+                    await _wait_writable(loop, destination.fileno())
+            total += moved
+        try:
+            destination.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return total
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def splice_relay(client: socket.socket, upstream: socket.socket, counters: RelayCounters) -> None:
+    """Relay both directions between two non-blocking TCP sockets until both have ended."""
+
+    async def forward() -> None:
+        counters.upstream += await _splice_direction(client, upstream)
+
+    async def backward() -> None:
+        counters.downstream += await _splice_direction(upstream, client)
+
+    await _gather_directions(forward(), backward())
+
+
+async def stream_relay(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    upstream_reader: asyncio.StreamReader,
+    upstream_writer: asyncio.StreamWriter,
+    counters: RelayCounters,
+) -> None:
+    """Relay both directions between two stream pairs (TLS or plain) until both have ended."""
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
+        while True:
+            data = await reader.read(STREAM_CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            if upstream:
+                counters.upstream += len(data)
+            else:
+                counters.downstream += len(data)
+            await writer.drain()
+        await close_write(writer)
+
+    await _gather_directions(
+        pump(client_reader, upstream_writer, True), pump(upstream_reader, client_writer, False)
+    )
+
+
+async def close_write(writer: asyncio.StreamWriter) -> None:
+    """Half-close where the transport can (plain TCP); TLS transports cannot, so they are left open."""
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, RuntimeError):
+        pass
+
+
+async def _gather_directions(*directions: object) -> None:
+    tasks = [asyncio.ensure_future(direction) for direction in directions]  # type: ignore[arg-type]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None and not _is_disconnect(error):
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    return isinstance(error, (ConnectionError, BrokenPipeError)) or (
+        isinstance(error, OSError) and error.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
+    )
