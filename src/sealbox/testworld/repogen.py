@@ -1,0 +1,256 @@
+"""Deterministic git repositories for the test world, built with ``git fast-import``.
+
+The large repository has LARGE_COMMITS commits on ``main`` in one line of
+history. Every commit except the tip has its own ref: each third commit a
+lightweight tag ``refs/tags/v<NNNNN>``, the others a branch
+``refs/heads/branch/<NNNNN>``; ``main`` points at the tip. That gives 4,000
+refs at 4,000 distinct commits. With that many refs, the want lines of a full
+clone are about 200 KB, so git sends them gzip-compressed (they fit the
+default 1 MiB http.postBuffer) in a body of more than 64 KiB.
+
+Every BINARY_EVERY-th commit adds a BINARY_SIZE file of seeded random bytes,
+so the history holds about 62.5 MiB that no compression can shrink; the other
+commits rewrite one of TEXT_FILES seeded text files. Authors, committers and
+dates are fixed, so the object ids are the same on every machine:
+LARGE_REPO_HEAD is the commit id of ``main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+# Bump when the generated content changes; the cache keys on it.
+LARGE_REPO_VERSION = "v1"
+LARGE_COMMITS = 4000
+BINARY_EVERY = 16
+BINARY_SIZE = 256 * 1024
+TEXT_FILES = 64
+TEXT_LINES = 40
+BASE_TIME = 1_600_000_000  # 2020-09-13T12:26:40Z, the date of commit 0
+AUTHOR = b"Sealbox Test <test@sealbox.invalid>"
+# Commit id of main in the large repository; a test checks that a build reproduces it.
+LARGE_REPO_HEAD = "c8e4ea1060eae01df6744f60534319c3abb61299"
+
+_WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu sandbox gateway secret token"
+).split()
+
+
+def default_cache_dir() -> Path:
+    """Return ``$SEALBOX_TESTWORLD_CACHE``, or ``~/.cache/sealbox/testworld`` when unset."""
+    configured = os.environ.get("SEALBOX_TESTWORLD_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "sealbox" / "testworld"
+
+
+def git_env() -> dict[str, str]:
+    """Return an environment for git commands that ignores the user's and system config."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "LANG": "C",
+        "LC_ALL": "C",
+    }
+
+
+def run_git(args: list[str], *, cwd: Path | None = None, input: bytes | None = None) -> str:
+    """Run git with a clean environment and return its stdout; raise with stderr on failure."""
+    result = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=git_env())
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"git {' '.join(args)} failed with exit code {result.returncode}: "
+            f"{result.stderr.decode(errors='replace').strip()[-2000:]}"
+        )
+    return result.stdout.decode(errors="replace")
+
+
+def _data(payload: bytes) -> bytes:
+    return b"data %d\n%s\n" % (len(payload), payload)
+
+
+def _commit(ref: bytes, mark: int, index: int, parent: bytes | None, message: bytes, changes: list[bytes]) -> bytes:
+    """Return a fast-import commit command with fixed identity and date."""
+    stamp = b"%d +0000" % (BASE_TIME + index * 60)
+    parts = [
+        b"commit " + ref + b"\n",
+        b"mark :%d\n" % mark,
+        b"author " + AUTHOR + b" " + stamp + b"\n",
+        b"committer " + AUTHOR + b" " + stamp + b"\n",
+        _data(message),
+    ]
+    if parent is not None:
+        parts.append(b"from " + parent + b"\n")
+    parts.extend(changes)
+    return b"".join(parts)
+
+
+def _text_file(rng: random.Random, index: int) -> bytes:
+    lines = [f"# revision {index}"]
+    for _ in range(TEXT_LINES):
+        lines.append(" ".join(rng.choice(_WORDS) for _ in range(10)))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def large_repo_stream() -> Iterator[bytes]:
+    """Yield the fast-import commands that build the large repository."""
+    rng = random.Random(0x5EA1B0C5)
+    mark = 0
+    commit_marks: list[int] = []
+    for index in range(LARGE_COMMITS):
+        changes: list[bytes] = []
+        mark += 1
+        if index % BINARY_EVERY == 0:
+            yield b"blob\nmark :%d\n" % mark + _data(rng.randbytes(BINARY_SIZE))
+            changes.append(b"M 100644 :%d blobs/blob-%05d.bin\n" % (mark, index))
+        else:
+            yield b"blob\nmark :%d\n" % mark + _data(_text_file(rng, index))
+            changes.append(b"M 100644 :%d src/module-%02d.txt\n" % (mark, index % TEXT_FILES))
+        mark += 1
+        parent = b":%d" % commit_marks[-1] if commit_marks else None
+        message = b"Change %d\n\nGenerated by sealbox.testworld.repogen.\n" % index
+        yield _commit(b"refs/heads/main", mark, index, parent, message, changes)
+        commit_marks.append(mark)
+
+    for index, commit_mark in enumerate(commit_marks[:-1]):
+        if index % 3 == 0:
+            ref = b"refs/tags/v%05d" % index
+        else:
+            ref = b"refs/heads/branch/%05d" % index
+        yield b"reset " + ref + b"\nfrom :%d\n\n" % commit_mark
+    yield b"done\n"
+
+
+def fast_import(repo: Path, stream: Iterator[bytes]) -> None:
+    """Feed a fast-import stream into the repository at repo."""
+    process = subprocess.Popen(
+        ["git", "fast-import", "--quiet", "--done"],
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=git_env(),
+    )
+    assert process.stdin is not None
+    stdin: IO[bytes] = process.stdin
+    try:
+        for command in stream:
+            stdin.write(command)
+        stdin.close()
+    except BrokenPipeError:
+        pass
+    stderr = process.stderr.read() if process.stderr else b""
+    if process.wait() != 0:
+        raise RuntimeError(f"git fast-import in {repo} failed: {stderr.decode(errors='replace').strip()[-2000:]}")
+
+
+def init_bare(repo: Path) -> None:
+    """Create an empty bare repository whose HEAD is ``main``."""
+    run_git(["init", "--quiet", "--bare", "--initial-branch=main", str(repo)])
+
+
+def build_large_repo(destination: Path) -> None:
+    """Build the large repository at destination, which must not exist yet."""
+    started = time.monotonic()
+    init_bare(destination)
+    fast_import(destination, large_repo_stream())
+    run_git(["pack-refs", "--all"], cwd=destination)
+    # One pack with a bitmap lets upload-pack serve full clones without walking every commit.
+    run_git(["repack", "-a", "-d", "-b", "-q"], cwd=destination)
+    logger.info("built the large repository at %s in %.1f s", destination, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_large_repo(cache_dir: Path | None = None) -> Path:
+    """Return the cached large bare repository, building it first if it is missing.
+
+    The repository lives at ``<cache_dir>/large-<version>.git``. A file lock
+    makes concurrent callers wait for one build, and the build goes to a
+    temporary directory that is renamed into place, so a crashed build never
+    leaves a half-built repository behind.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    repo = cache_dir / f"large-{LARGE_REPO_VERSION}.git"
+    if repo.is_dir():
+        return repo
+    with _locked(cache_dir / f".large-{LARGE_REPO_VERSION}.lock"):
+        if repo.is_dir():
+            return repo
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
+        try:
+            build = staging / "repo.git"
+            build_large_repo(build)
+            os.rename(build, repo)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return repo
+
+
+def build_small_repo(destination: Path) -> None:
+    """Build a tiny repository: three commits on ``main`` and a tag ``v1.0``."""
+    init_bare(destination)
+
+    def stream() -> Iterator[bytes]:
+        parent: bytes | None = None
+        for index in range(3):
+            readme = b"# small\n\nRevision %d of the tiny test repository.\n" % index
+            changes = [b"M 100644 inline README.md\n" + _data(readme)]
+            yield _commit(b"refs/heads/main", index + 1, index, parent, b"Small change %d\n" % index, changes)
+            parent = b":%d" % (index + 1)
+        yield b"reset refs/tags/v1.0\nfrom :3\n\n"
+        yield b"done\n"
+
+    fast_import(destination, stream())
+
+
+def grow_repo(repo: Path, commits: int, refs: int) -> None:
+    """Append commits to ``main`` of a bare repository and add refs at the newest of them.
+
+    The new refs are branches ``refs/heads/grown/<NNNNNN>``, each at a distinct
+    new commit, numbered after the commit count of ``main`` so repeated calls
+    never reuse a name.
+    """
+    if commits < 1:
+        raise ValueError(f"invalid commit count {commits}: expected 1 or more")
+    if not 0 <= refs <= commits:
+        raise ValueError(f"invalid ref count {refs}: expected 0 to {commits}, one distinct new commit per ref")
+    base = int(run_git(["rev-list", "--count", "refs/heads/main"], cwd=repo).strip())
+
+    def stream() -> Iterator[bytes]:
+        rng = random.Random(base)
+        for offset in range(commits):
+            index = base + offset
+            parent = b"refs/heads/main^0" if offset == 0 else b":%d" % offset
+            changes = [b"M 100644 inline grown/file-%02d.txt\n" % (index % 16) + _data(_text_file(rng, index))]
+            yield _commit(b"refs/heads/main", offset + 1, index, parent, b"Grown change %d\n" % index, changes)
+        for number in range(refs):
+            offset = commits - refs + number
+            yield b"reset refs/heads/grown/%06d\nfrom :%d\n\n" % (base + offset, offset + 1)
+        yield b"done\n"
+
+    fast_import(repo, stream())
