@@ -250,7 +250,8 @@ def test_protocol_any_rule() -> None:
 
 
 def test_direction_egress_rule_ignores_ingress() -> None:
-    verdict = make_engine(Rule.deny("10.0.0.0/8")).check(make_dest(addresses=("10.0.0.1",), direction=Direction.INGRESS))
+    rules = make_engine(Rule.deny("10.0.0.0/8"))
+    verdict = rules.check(make_dest(addresses=("10.0.0.1",), direction=Direction.INGRESS))
     assert verdict.action is Action.ALLOW
 
 

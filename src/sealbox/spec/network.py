@@ -177,7 +177,8 @@ def _parse_port_item(item: str, whole: str) -> PortRange:
         if not 1 <= number <= 65535:
             raise InvalidSpecError("ports", _clip(whole), f"port {number} is out of range 1-65535")
     if first > last:
-        raise InvalidSpecError("ports", _clip(whole), f"range {_clip(item.strip())!r} has its first port above its last")
+        reason = f"range {_clip(item.strip())!r} has its first port above its last"
+        raise InvalidSpecError("ports", _clip(whole), reason)
     return PortRange(first, last)
 
 
@@ -679,9 +680,8 @@ class PortPublish:
             raise InvalidSpecError("published port", text, f"expected a string of the form {PORT_PUBLISH_FORM}")
         body, slash, protocol = text.partition("/")
         if slash and protocol.lower() not in ("tcp", "udp"):
-            raise InvalidSpecError(
-                "published port", _clip(text), f"protocol {_clip(protocol)!r} is not tcp or udp (expected {PORT_PUBLISH_FORM})"
-            )
+            reason = f"protocol {_clip(protocol)!r} is not tcp or udp (expected {PORT_PUBLISH_FORM})"
+            raise InvalidSpecError("published port", _clip(text), reason)
         parts = _split_bracketed(body)
         if len(parts) == 2:
             address, host_port, sandbox_port = "127.0.0.1", parts[0], parts[1]
@@ -697,9 +697,8 @@ class PortPublish:
                 host_address=address,
             )
         except InvalidSpecError as error:
-            raise InvalidSpecError(
-                "published port", _clip(text), f"{error.field} {error.value!r}: {error.reason} (expected {PORT_PUBLISH_FORM})"
-            ) from None
+            reason = f"{error.field} {error.value!r}: {error.reason} (expected {PORT_PUBLISH_FORM})"
+            raise InvalidSpecError("published port", _clip(text), reason) from None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -756,7 +755,8 @@ def _coerce_connect_to(value: object) -> tuple[ConnectTo, ...]:
         if isinstance(item, str):
             item = ConnectTo.parse(item)
         if not isinstance(item, ConnectTo):
-            raise InvalidSpecError("connect_to", item, f"expected a ConnectTo or a string of the form {CONNECT_TO_FORM}")
+            reason = f"expected a ConnectTo or a string of the form {CONNECT_TO_FORM}"
+            raise InvalidSpecError("connect_to", item, reason)
         entries.append(item)
     return tuple(entries)
 
