@@ -112,9 +112,11 @@ class TestCA:
     def issue(self, names: Sequence[str], *, directory: Path, stem: str | None = None) -> tuple[Path, Path]:
         """Issue a server certificate for names and return (chain path, key path).
 
-        The chain file holds the leaf followed by this CA's certificate. The
-        first name becomes the subject common name. Files are named after stem,
-        which defaults to the first name.
+        The chain file holds only the leaf: this CA is a root that clients must
+        trust on their own, and a server that sent the root along would change
+        the error a client reports for an untrusted CA. The first name becomes
+        the subject common name. Files are named after stem, which defaults to
+        the first name.
         """
         if not names:
             raise ValueError("invalid certificate names []: expected at least one DNS name or IP address")
@@ -158,5 +160,5 @@ class TestCA:
             .sign(self.key, hashes.SHA256())
         )
         _write_private(key_path, _key_pem(key))
-        chain_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.cert_pem)
+        chain_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return chain_path, key_path

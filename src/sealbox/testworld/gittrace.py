@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_SEND_HEADER = "=> Send header: "
+_SEND_HEADER = "=> Send header:"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def parse_curl_trace(text: str) -> list[TracedRequest]:
         position = line.find(_SEND_HEADER)
         if position < 0:
             continue
-        content = line[position + len(_SEND_HEADER) :].rstrip()
+        content = line[position + len(_SEND_HEADER) :].strip()
         if current is None:
             parts = content.split(" ")
             if len(parts) == 3 and parts[2].startswith("HTTP/"):

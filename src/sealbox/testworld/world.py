@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import sealbox
+from sealbox.errors import PrerequisiteError
 
 from .ca import TestCA
 from .nginx import NginxLayout, htpasswd_line, render_config
@@ -87,6 +88,8 @@ RecordingServer = Literal["https", "http", "canary", "canary_plain", "wrong_name
 class TestWorldError(RuntimeError):
     """A test world process failed to start or a request to it failed."""
 
+    __test__ = False  # not a pytest test class despite the name
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -106,6 +109,17 @@ class _Child:
     name: str
     process: subprocess.Popen[bytes]
     group: int  # process group id; every process the child starts stays in it
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _find_program(name: str, package: str) -> str:
+    """Return the absolute path of a required program, or raise PrerequisiteError."""
+    path = shutil.which(name, path=SYSTEM_PATH)
+    if path is None:
+        raise PrerequisiteError(name, package, "the test world runs it")
+    return path
 
 
 def _pdeathsig_prefix() -> list[str]:
@@ -321,6 +335,8 @@ class TestWorld:
                 for sock in sockets.values():
                     sock.close()
             self._wait_ready()
+            # The readiness probes are not the caller's traffic.
+            self.clear_recordings()
         except BaseException:
             self.stop()
             raise
@@ -519,10 +535,11 @@ class TestWorld:
         try:
             listener.bind(str(self._fcgi_path))
             listener.listen(128)
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-            first = self._spawn("fcgiwrap-0", ["fcgiwrap"], env=env, stdin=listener.fileno())
+            env = {"PATH": SYSTEM_PATH}
+            program = _find_program("fcgiwrap", "fcgiwrap")
+            first = self._spawn("fcgiwrap-0", [program], env=env, stdin=listener.fileno())
             for number in range(1, FCGI_WORKERS):
-                self._spawn(f"fcgiwrap-{number}", ["fcgiwrap"], env=env, stdin=listener.fileno(), group=first.group)
+                self._spawn(f"fcgiwrap-{number}", [program], env=env, stdin=listener.fileno(), group=first.group)
         finally:
             listener.close()
 
@@ -546,8 +563,8 @@ class TestWorld:
         config = nginx_dir / "nginx.conf"
         config.write_text(render_config(layout))
         fds = tuple(sockets[name].fileno() for name in NGINX_SERVERS)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NGINX": "".join(f"{fd};" for fd in fds)}
-        argv = ["nginx", "-c", str(config), "-p", str(nginx_dir), "-e", str(self.directory / "logs" / "nginx-error.log")]
+        env = {"PATH": SYSTEM_PATH, "NGINX": "".join(f"{fd};" for fd in fds)}
+        argv = [_find_program("nginx", "nginx-light"), "-c", str(config), "-p", str(nginx_dir), "-e", str(self.directory / "logs" / "nginx-error.log")]
         self._spawn("nginx", argv, env=env, pass_fds=fds)
 
     def _wait_ready(self) -> None:
