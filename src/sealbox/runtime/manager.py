@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sealbox.errors import SandboxExistsError, SandboxNotFoundError, SandboxStartError
+from sealbox.runtime.cgroups import remove_cgroups
 from sealbox.runtime.oci import get_runtime
 from sealbox.spec.sandbox import SandboxSpec
 from sealbox.store import (
@@ -56,8 +57,12 @@ def live_status(record: SandboxRecord) -> str:
 def create(spec: SandboxSpec, paths: Paths, *, replace_existing: bool = False) -> StartedSandbox:
     """Start a sandbox and return once it runs; raise SandboxStartError with the failing step otherwise."""
     from sealbox.gateway.placeholders import assign_placeholders
+    from sealbox.images import resolve_image
 
     paths.ensure()
+    # Resolve early so a bad reference raises ImageNotFoundError, not a start failure.
+    resolve_image(spec.image, paths)
+    get_runtime(spec.runtime, paths)
     registry = Registry(paths)
     try:
         with name_lock(paths, spec.name):
@@ -216,6 +221,7 @@ def _cleanup_container(record: SandboxRecord, paths: Paths) -> None:
                 break
             time.sleep(0.01)
         runtime.delete(record.id)
+    remove_cgroups(record.id)
 
 
 def remove(name: str, paths: Paths) -> None:

@@ -35,6 +35,7 @@ from sealbox.errors import SealboxError
 from sealbox.images import resolve_image
 from sealbox.netns.namespace import ListenerSockets, NetworkNamespace, bind_listeners, create_namespace
 from sealbox.runtime.bundle import BundleInputs, build_config
+from sealbox.runtime.cgroups import remove_cgroups
 from sealbox.runtime.linux import PR_SET_CHILD_SUBREAPER, make_mounts_private, prctl
 from sealbox.runtime.oci import get_runtime
 from sealbox.runtime.process_env import ProcessSettings, base_environment
@@ -206,6 +207,7 @@ class Supervisor:
             steps.append(("kill container", lambda: self.runtime.kill(self.sandbox_id, "KILL")))
             steps.append(("reap init", self._reap_init))
             steps.append(("delete container", lambda: self.runtime.delete(self.sandbox_id)))
+            steps.append(("remove cgroups", lambda: remove_cgroups(self.sandbox_id)))
         steps.append(("close sockets", lambda: self.sockets.close() if self.sockets else None))
         steps.append(("close network namespace", lambda: self.namespace.close() if self.namespace else None))
         steps.append(("unmount root filesystem", lambda: unmount_rootfs(self.layout, self.state_dir)))
