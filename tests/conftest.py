@@ -71,16 +71,16 @@ def _mounts() -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(_HOME) in line]
 
 
-def leftovers() -> dict[str, list]:
+def leftovers(cgroups_before: set[Path]) -> dict[str, list]:
     return {
         "supervisors": _supervisor_pids(),
         "containers": _runc_containers(),
-        "cgroups": [str(path) for path in _cgroups()],
+        "cgroups": [str(path) for path in _cgroups() if path not in cgroups_before],
         "mounts": _mounts(),
     }
 
 
-def clean_up() -> None:
+def clean_up(cgroups_before: set[Path] | None = None) -> None:
     """Remove what a test left: supervisors first (by PID), then containers, then state."""
     for pid in _supervisor_pids():
         try:
@@ -91,6 +91,8 @@ def clean_up() -> None:
     for container in _runc_containers():
         subprocess.run(["runc", "--root", str(root), "delete", "--force", container], capture_output=True)
     for cgroup in _cgroups():
+        if cgroups_before is None or cgroup in cgroups_before:
+            continue
         try:
             cgroup.rmdir()
         except OSError:
@@ -103,12 +105,13 @@ def clean_up() -> None:
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request: pytest.FixtureRequest):
+    # Cgroups are host-wide: only those that appeared during this test count,
+    # so another sealbox running on the machine is never blamed or touched.
+    cgroups_before = set(_cgroups())
     yield
-    if request.node.get_closest_marker("keeps_state"):
-        return
-    found = {key: value for key, value in leftovers().items() if value}
+    found = {key: value for key, value in leftovers(cgroups_before).items() if value}
     if found:
-        clean_up()
+        clean_up(cgroups_before)
         pytest.fail(f"test left sealbox state behind: {found}")
 
 
