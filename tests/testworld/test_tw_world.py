@@ -70,7 +70,7 @@ def test_world_unknown_port_name(tmp_path: Path) -> None:
 def test_endpoint_before_start(tmp_path: Path) -> None:
     world = TestWorld(tmp_path)
     with pytest.raises(TestWorldError, match="call start"):
-        world.https
+        _ = world.https
 
 
 def test_default_token_format() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from .ca import TestCA
 from .gittrace import TracedRequest, parse_curl_trace
 from .pattern import pattern_bytes, pattern_sha256
+from .processes import TestWorldError
 from .recording import Recording
 from .repogen import default_cache_dir, ensure_large_repo
-from .world import CERT_NAMES, DEFAULT_TOKEN, Endpoint, TestWorld, TestWorldError
+from .world import CERT_NAMES, DEFAULT_TOKEN, Endpoint, TestWorld
 
 __all__ = [
     "CERT_NAMES",

@@ -245,7 +245,8 @@ class RequestParser:
         if end < 0:
             if len(buffer) > MAX_HEAD_SIZE:
                 raise ProtocolError(
-                    f"request head larger than {MAX_HEAD_SIZE} bytes, starting {_quote(buffer)}: expected a shorter head"
+                    f"request head larger than {MAX_HEAD_SIZE} bytes, starting {_quote(buffer)}: "
+                    "expected a shorter head"
                 )
             if self._eof:
                 if buffer:
@@ -346,7 +347,9 @@ class RequestParser:
             if self._trailer_size > MAX_TRAILER_SIZE or len(self._trailers) >= MAX_HEADERS:
                 raise ProtocolError(f"trailer section larger than {MAX_TRAILER_SIZE} bytes or {MAX_HEADERS} fields")
             if line[:1] in (b" ", b"\t"):
-                raise ProtocolError(f"obsolete line folding in trailer line {_quote(line)}: expected no leading whitespace")
+                raise ProtocolError(
+                    f"obsolete line folding in trailer line {_quote(line)}: expected no leading whitespace"
+                )
             field = _HEADER_LINE.fullmatch(line)
             if field is None:
                 raise ProtocolError(f"invalid trailer line {_quote(line)}: expected 'name: value'")

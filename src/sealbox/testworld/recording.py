@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 
 # Bytes kept per connection. Digest and total also cover the bytes beyond this.
+# NOTE: records stay in the server process's memory until clear_recordings(),
+# so a benchmark that makes many large uploads should clear between rounds.
 MAX_KEPT_BYTES = 64 * 1024 * 1024
 
 

@@ -50,7 +50,9 @@ H2_MAX_WINDOW = 2**31 - 1
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def _ssl_context(chain: str, key: str, alpn: list[str], sni_names: weakref.WeakKeyDictionary[Any, str]) -> ssl.SSLContext:
+def _ssl_context(
+    chain: str, key: str, alpn: list[str], sni_names: weakref.WeakKeyDictionary[Any, str]
+) -> ssl.SSLContext:
     """Build a server TLS context that remembers the SNI of each handshake."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -371,7 +373,8 @@ async def _serve_control(store: RecordingStore, reader: asyncio.StreamReader, wr
         elif op == "ping":
             writer.write(b'{"ok": true}\n')
         else:
-            writer.write(json.dumps({"error": f"unknown op {op!r}: expected recordings, clear or ping"}).encode() + b"\n")
+            error = {"error": f"unknown op {op!r}: expected recordings, clear or ping"}
+            writer.write(json.dumps(error).encode() + b"\n")
         await writer.drain()
     finally:
         writer.close()
@@ -406,8 +409,8 @@ async def run(config: dict[str, Any]) -> None:
     await stop.wait()
     logger.info("stopping")
     control.close()
-    for server in servers:
-        server.close()
+    for listening in servers:
+        listening.close()
 
 
 def main(argv: list[str]) -> int:

@@ -29,24 +29,23 @@ import logging
 import os
 import selectors
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import sealbox
-from sealbox.errors import PrerequisiteError
 
 from .ca import TestCA
 from .nginx import NginxLayout, htpasswd_line, render_config
+from .processes import SYSTEM_PATH, Child, ChildProcesses, TestWorldError, find_program, log_tail
 from .pypi import PROBE_PROJECT, IndexedFile, build_index
 from .recording import Recording
 from .repogen import build_small_repo, ensure_large_repo, grow_repo, run_git
@@ -71,6 +70,8 @@ CERT_NAMES: tuple[str, ...] = (
 WRONG_NAME = "other.test"
 GIT_ORG = "org"
 GIT_USER = "x-access-token"
+# public and private are copies of the large repository; small is tiny. Only private requires the token.
+REPO_NAMES = ("public", "private", "small")
 PYPI_USER = "__token__"
 PYTHON_SERVERS = ("https", "http", "tcp_echo", "canary", "canary_plain", "wrong_name", "untrusted")
 NGINX_SERVERS = ("git", "pypi")
@@ -85,12 +86,6 @@ MAX_SOCKET_PATH = 100
 RecordingServer = Literal["https", "http", "canary", "canary_plain", "wrong_name", "untrusted"]
 
 
-class TestWorldError(RuntimeError):
-    """A test world process failed to start or a request to it failed."""
-
-    __test__ = False  # not a pytest test class despite the name
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """A server's listening address."""
@@ -102,53 +97,6 @@ class Endpoint:
     def addr(self) -> str:
         """``host:port``, as used in static maps and curl's ``--connect-to``."""
         return f"{self.host}:{self.port}"
-
-
-@dataclass
-class _Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    group: int  # process group id; every process the child starts stays in it
-
-
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _find_program(name: str, package: str) -> str:
-    """Return the absolute path of a required program, or raise PrerequisiteError."""
-    path = shutil.which(name, path=SYSTEM_PATH)
-    if path is None:
-        raise PrerequisiteError(name, package, "the test world runs it")
-    return path
-
-
-def _pdeathsig_prefix() -> list[str]:
-    """Return a command prefix that sends SIGTERM to the child when its parent thread exits."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-def _group_members(groups: set[int]) -> list[int]:
-    """Return the PIDs of live processes (zombies included) in the given process groups."""
-    members: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) in groups:
-            members.append(int(entry))
-    return sorted(members)
-
-
-def _log_tail(path: Path, size: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return "(no log)"
 
 
 class TestWorld:
@@ -182,10 +130,11 @@ class TestWorld:
         self._fixed_ports = dict(ports or {})
         self.ca = TestCA.create(self.directory / "ca", "sealbox test world CA")
         self.untrusted_ca = TestCA.create(self.directory / "untrusted-ca", "sealbox untrusted CA")
-        self.repos: dict[str, Path] = {}
+        repo_root = self.directory / "git" / "repos" / GIT_ORG
+        self.repos: dict[str, Path] = {name: repo_root / f"{name}.git" for name in REPO_NAMES}
         self.packages: list[IndexedFile] = []
         self._endpoints: dict[str, Endpoint] = {}
-        self._children: list[_Child] = []
+        self._processes = ChildProcesses(self.directory / "logs", self.directory)
         self._socket_dir: Path | None = None
         self._started = False
 
@@ -348,29 +297,7 @@ class TestWorld:
 
         The directory, the CA and the repositories stay, so start() can run again.
         """
-        groups = {child.group for child in self._children}
-        for child in reversed(self._children):
-            self._signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for child in self._children:
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", child.name, child.process.pid)
-                self._signal_group(child, signal.SIGKILL)
-                child.process.wait()
-        # Processes the children started (nginx workers, git) may outlive them briefly.
-        while _group_members(groups) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        leftovers = _group_members(groups)
-        if leftovers:
-            logger.warning("killing leftover test world processes %s", leftovers)
-            for group in groups:
-                try:
-                    os.killpg(group, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self._children.clear()
+        self._processes.stop(STOP_TIMEOUT)
         self._endpoints.clear()
         if self._socket_dir is not None and self._socket_dir != self.directory / "run":
             shutil.rmtree(self._socket_dir, ignore_errors=True)
@@ -381,14 +308,7 @@ class TestWorld:
 
     def process_ids(self) -> list[int]:
         """Return the PIDs of every live process of the world, including those its children started."""
-        return _group_members({child.group for child in self._children})
-
-    @staticmethod
-    def _signal_group(child: _Child, signum: int) -> None:
-        try:
-            os.killpg(child.group, signum)
-        except ProcessLookupError:
-            pass
+        return self._processes.process_ids()
 
     # -- preparation -------------------------------------------------------
 
@@ -417,12 +337,9 @@ class TestWorld:
 
     def _prepare_repos(self) -> None:
         """Create the served repositories unless a previous start in this directory did."""
-        root = self.directory / "git" / "repos" / GIT_ORG
-        root.mkdir(parents=True, exist_ok=True)
         large: Path | None = None
-        for name in ("public", "private", "small"):
-            repo = root / f"{name}.git"
-            self.repos[name] = repo
+        for name, repo in self.repos.items():
+            repo.parent.mkdir(parents=True, exist_ok=True)
             if repo.is_dir():
                 continue
             if name == "small":
@@ -449,35 +366,6 @@ class TestWorld:
 
     # -- processes ---------------------------------------------------------
 
-    def _spawn(
-        self,
-        name: str,
-        argv: list[str],
-        *,
-        env: dict[str, str],
-        pass_fds: tuple[int, ...] = (),
-        stdin: int | None = subprocess.DEVNULL,
-        stdout: int | None = None,
-        group: int | None = None,
-    ) -> _Child:
-        """Start a child in a new process group (or in group), logging to logs/<name>.log."""
-        log_path = self.directory / "logs" / f"{name.split('-')[0]}.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                _pdeathsig_prefix() + argv,
-                env=env,
-                pass_fds=pass_fds,
-                stdin=stdin,
-                stdout=stdout if stdout is not None else log,
-                stderr=log,
-                cwd=self.directory,
-                process_group=0 if group is None else group,
-            )
-        child = _Child(name, process, group if group is not None else process.pid)
-        self._children.append(child)
-        logger.debug("started %s (pid %d)", name, process.pid)
-        return child
-
     def _start_python_servers(self, sockets: dict[str, socket.socket]) -> None:
         assert self._socket_dir is not None
         self._control_path = self._socket_dir / "control.sock"
@@ -499,7 +387,7 @@ class TestWorld:
         env = dict(os.environ)
         package_root = str(Path(sealbox.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        child = self._spawn(
+        child = self._processes.spawn(
             "servers",
             [sys.executable, "-m", "sealbox.testworld.servers", str(config_path)],
             env=env,
@@ -508,7 +396,7 @@ class TestWorld:
         )
         self._wait_for_ready_line(child)
 
-    def _wait_for_ready_line(self, child: _Child) -> None:
+    def _wait_for_ready_line(self, child: Child) -> None:
         stdout = child.process.stdout
         assert stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
@@ -525,8 +413,10 @@ class TestWorld:
                 line += data
         stdout.close()
         if line.strip() != b'{"ready": true}':
-            log = _log_tail(self.directory / "logs" / "servers.log")
-            raise TestWorldError(f"the test world's Python servers did not start (output {line[:200]!r}); log:\n{log}")
+            log = log_tail(child.log_path)
+            raise TestWorldError(
+                f"the test world's Python servers did not start (output {line[:200]!r}); log {child.log_path}:\n{log}"
+            )
 
     def _start_fcgiwrap(self) -> None:
         assert self._socket_dir is not None
@@ -536,10 +426,13 @@ class TestWorld:
             listener.bind(str(self._fcgi_path))
             listener.listen(128)
             env = {"PATH": SYSTEM_PATH}
-            program = _find_program("fcgiwrap", "fcgiwrap")
-            first = self._spawn("fcgiwrap-0", [program], env=env, stdin=listener.fileno())
-            for number in range(1, FCGI_WORKERS):
-                self._spawn(f"fcgiwrap-{number}", [program], env=env, stdin=listener.fileno(), group=first.group)
+            program = find_program("fcgiwrap", "fcgiwrap")
+            group: int | None = None
+            for number in range(FCGI_WORKERS):
+                child = self._processes.spawn(
+                    f"fcgiwrap-{number}", [program], env=env, log_name="fcgiwrap", stdin=listener.fileno(), group=group
+                )
+                group = child.group
         finally:
             listener.close()
 
@@ -564,13 +457,14 @@ class TestWorld:
         config.write_text(render_config(layout))
         fds = tuple(sockets[name].fileno() for name in NGINX_SERVERS)
         env = {"PATH": SYSTEM_PATH, "NGINX": "".join(f"{fd};" for fd in fds)}
-        argv = [_find_program("nginx", "nginx-light"), "-c", str(config), "-p", str(nginx_dir), "-e", str(self.directory / "logs" / "nginx-error.log")]
-        self._spawn("nginx", argv, env=env, pass_fds=fds)
+        error_log = self.directory / "logs" / "nginx-error.log"
+        argv = [find_program("nginx", "nginx-light"), "-c", str(config), "-p", str(nginx_dir), "-e", str(error_log)]
+        self._processes.spawn("nginx", argv, env=env, pass_fds=fds)
 
     def _wait_ready(self) -> None:
         """Wait until every server answers a real request, or raise TestWorldError."""
         deadline = time.monotonic() + START_TIMEOUT
-        checks = {
+        checks: dict[str, Callable[[], bool]] = {
             "git": lambda: self._https_status(self.git, "/org/small.git/info/refs?service=git-upload-pack") == 200,
             "pypi": lambda: self._https_status(self.pypi, "/simple/") == 401,
             "https": lambda: self._https_status(self.https, "/") == 200,
@@ -579,12 +473,7 @@ class TestWorld:
         for name, check in checks.items():
             error: Exception | None = None
             while True:
-                for child in self._children:
-                    if child.process.poll() is not None:
-                        log = _log_tail(self.directory / "logs" / f"{child.name.split('-')[0]}.log")
-                        raise TestWorldError(
-                            f"test world process {child.name} exited with code {child.process.returncode}; log:\n{log}"
-                        )
+                self._processes.raise_if_exited()
                 try:
                     if check():
                         break
@@ -671,5 +560,5 @@ class TestWorld:
                 "user": PYPI_USER,
                 "projects": [PROBE_PROJECT],
             },
-            "processes": {child.name: child.process.pid for child in self._children},
+            "processes": self._processes.pids_by_name(),
         }
