@@ -1,7 +1,7 @@
 """Fixtures for the test world's own tests.
 
-One world serves every test in this directory; tests that start or stop a
-world themselves make their own. Host-side clients run with
+One world serves every test in this directory. Tests that start or stop a
+world make their own. Host-side clients run with
 ``world.client_env()``, which trusts only the world CA, because the machine
 exports CA variables that point at the system bundle.
 """

@@ -60,7 +60,7 @@ CHUNKED = (
 )
 
 
-def test_pipelined_pair_answered(tls_connection: ssl.SSLSocket) -> None:
+def test_pipelined_pair_responses(tls_connection: ssl.SSLSocket) -> None:
     tls_connection.sendall(PIPELINED)
     responses = read_until_closed(tls_connection)
     assert responses.count(b"HTTP/1.1 200 OK\r\n") == 2
@@ -113,7 +113,7 @@ def test_expect_continue_before_body(tls_connection: ssl.SSLSocket) -> None:
     assert json.loads(final.split(b"\r\n\r\n", 1)[1])["length"] == 3
 
 
-def test_invalid_request_answered_400(tls_connection: ssl.SSLSocket) -> None:
+def test_invalid_request_gets_400(tls_connection: ssl.SSLSocket) -> None:
     tls_connection.sendall(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
     response = read_until_closed(tls_connection)
     assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")

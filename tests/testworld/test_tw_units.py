@@ -29,7 +29,7 @@ def test_pattern_repeats_block() -> None:
 
 
 def test_pattern_first_bytes_fixed() -> None:
-    # The pattern is part of the test contract: other tests hard-code digests of it.
+    # Clients compute the pattern on their own, so its definition must never change.
     assert pattern_bytes(8).hex() == hashlib.shake_256(b"sealbox testworld pattern v1").digest(8).hex()
 
 

@@ -1,4 +1,4 @@
-"""Tests of the test world's lifecycle and of each server answering."""
+"""Tests of the test world's lifecycle and of each server responding."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_describe_hides_token(world: TestWorld) -> None:
         ("git", "/org/small.git/info/refs?service=git-upload-pack", b"# service=git-upload-pack"),
     ],
 )
-def test_tls_server_answers(world: TestWorld, curl, server: str, path: str, expected: bytes) -> None:
+def test_tls_server_responds(world: TestWorld, curl, server: str, path: str, expected: bytes) -> None:
     endpoint = world.endpoints()[server]
     result = curl("--fail", f"https://{endpoint.addr}{path}")
     assert result.returncode == 0, result.stderr
@@ -104,12 +104,12 @@ def test_tls_server_answers(world: TestWorld, curl, server: str, path: str, expe
 
 
 @pytest.mark.parametrize("server", ["http", "canary_plain"])
-def test_plain_server_answers(world: TestWorld, curl, server: str) -> None:
+def test_plain_server_responds(world: TestWorld, curl, server: str) -> None:
     result = curl("--fail", f"http://{world.endpoints()[server].addr}/")
     assert result.stdout == b"ok"
 
 
-def test_pypi_answers_401(world: TestWorld, curl) -> None:
+def test_pypi_responds_401(world: TestWorld, curl) -> None:
     result = curl("-o", "/dev/null", "-w", "%{http_code}", f"https://{world.pypi.addr}/simple/")
     assert result.stdout == b"401"
 

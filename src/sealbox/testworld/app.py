@@ -25,7 +25,7 @@ SERVER_NAME = b"sealbox-testworld"
 
 @dataclass(frozen=True)
 class Response:
-    """A response; the body is either ``body`` or ``pattern_length`` pattern bytes."""
+    """A response whose body is either ``body`` or the first ``pattern_length`` pattern bytes."""
 
     status: int
     reason: bytes

@@ -1,8 +1,8 @@
 """Certificate authorities for the test world (EC P-256, via cryptography).
 
 A CA lives in a directory as ``ca.pem`` and ``ca-key.pem``. Creating a CA in
-a directory that already holds both files loads them, so a world restarted in
-the same directory keeps the CA that a human may have installed.
+a directory that already contains both files loads them, so a world restarted
+in the same directory keeps the CA that a human may have installed.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class TestCA:
     def issue(self, names: Sequence[str], *, directory: Path, stem: str | None = None) -> tuple[Path, Path]:
         """Issue a server certificate for names and return (chain path, key path).
 
-        The chain file holds only the leaf: this CA is a root that clients must
+        The chain file contains only the leaf: this CA is a root that clients must
         trust on their own, and a server that sent the root along would change
         the error a client reports for an untrusted CA. The first name becomes
         the subject common name. Files are named after stem, which defaults to

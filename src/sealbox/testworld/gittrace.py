@@ -2,7 +2,7 @@
 
 With ``GIT_TRACE_CURL=<file>`` (and ``GIT_TRACE_CURL_NO_DATA=1``) git writes
 one line per header it sends, ``=> Send header: <line>``, after a timestamp
-and source location prefix; an empty header line ends each request head.
+and source location prefix. An empty header line ends each request head.
 Authorization values appear as ``<redacted>`` unless
 ``GIT_TRACE_REDACT=0``. Only HTTP/1.1 heads are parsed: HTTP/2 requests are
 traced as pseudo-headers and have no request line.

@@ -289,18 +289,18 @@ class RequestParser:
             return EndOfRequest(())
         return self._take()
 
-    def _read_line(self, limit: int, what: str) -> bytes | None:
+    def _read_line(self, limit: int, description: str) -> bytes | None:
         end = self._buffer.find(b"\r\n")
         if end < 0:
             if len(self._buffer) > limit:
-                raise ProtocolError(f"{what} longer than {limit} bytes: {_quote(self._buffer)}")
+                raise ProtocolError(f"{description} longer than {limit} bytes: {_quote(self._buffer)}")
             if self._eof:
-                raise ProtocolError(f"connection closed inside {what} {_quote(self._buffer)}")
+                raise ProtocolError(f"connection closed inside {description} {_quote(self._buffer)}")
             return None
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 2]
         if b"\n" in line or b"\r" in line:
-            raise ProtocolError(f"invalid line ending in {what} {_quote(line)}: expected CRLF")
+            raise ProtocolError(f"invalid line ending in {description} {_quote(line)}: expected CRLF")
         return line
 
     def _read_chunk_size(self) -> Event:

@@ -28,7 +28,7 @@ GIT_HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
 
 
 def _quoted(path: Path | str) -> str:
-    """Quote a path for nginx.conf; reject characters the quoting cannot carry."""
+    """Quote a path for nginx.conf, or raise ValueError for characters the quoting cannot carry."""
     text = str(path)
     if any(character in text for character in '"\\\n\r;$'):
         raise ValueError(f"invalid path for nginx.conf {text!r}: expected no quote, backslash, ';', '$' or line break")

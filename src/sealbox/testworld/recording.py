@@ -15,7 +15,7 @@ MAX_KEPT_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Recording:
-    """What one server received on one connection, up to the moment of the query."""
+    """The bytes one server received on one connection, up to the moment of the query."""
 
     connection_id: int
     tls: bool
@@ -34,7 +34,7 @@ class ConnectionRecord:
         self.tls = tls
         self.sni = sni
         self.alpn = alpn
-        self.kept = bytearray()
+        self.kept_bytes = bytearray()
         self.total = 0
         self._digest = hashlib.sha256()
 
@@ -42,9 +42,9 @@ class ConnectionRecord:
         """Append received bytes."""
         self.total += len(data)
         self._digest.update(data)
-        room = MAX_KEPT_BYTES - len(self.kept)
+        room = MAX_KEPT_BYTES - len(self.kept_bytes)
         if room > 0:
-            self.kept += data[:room]
+            self.kept_bytes += data[:room]
 
     def snapshot(self) -> Recording:
         """Return an immutable copy of the record so far."""
@@ -53,7 +53,7 @@ class ConnectionRecord:
             tls=self.tls,
             sni=self.sni,
             alpn=self.alpn,
-            received=bytes(self.kept),
+            received=bytes(self.kept_bytes),
             received_total=self.total,
             received_sha256=self._digest.hexdigest(),
         )
@@ -81,6 +81,6 @@ class RecordingStore:
         return [record.snapshot() for record in records]
 
     def clear(self) -> None:
-        """Forget every record; connection ids keep counting up."""
+        """Forget every record. Connection ids keep counting up."""
         with self._lock:
             self._records.clear()

@@ -1,9 +1,9 @@
 """Deterministic git repositories for the test world, built with ``git fast-import``.
 
 The large repository has LARGE_COMMITS commits on ``main`` in one line of
-history. Every commit except the tip has its own ref: each third commit a
-lightweight tag ``refs/tags/v<NNNNN>``, the others a branch
-``refs/heads/branch/<NNNNN>``; ``main`` points at the tip. That gives 4,000
+history, and ``main`` points at the tip. Every other commit has its own ref.
+Each third commit gets a lightweight tag ``refs/tags/v<NNNNN>``, and the rest
+get a branch ``refs/heads/branch/<NNNNN>``. That gives 4,000
 refs at 4,000 distinct commits. With that many refs, the want lines of a full
 clone are about 200 KB, so git sends them gzip-compressed (they fit the
 default 1 MiB http.postBuffer) in a body of more than 64 KiB.
@@ -32,7 +32,7 @@ from typing import IO
 
 logger = logging.getLogger(__name__)
 
-# Bump when the generated content changes; the cache keys on it.
+# Bump when the generated content changes, because the cache is keyed on it.
 LARGE_REPO_VERSION = "v1"
 LARGE_COMMITS = 4000
 BINARY_EVERY = 16
@@ -41,7 +41,7 @@ TEXT_FILES = 64
 TEXT_LINES = 40
 BASE_TIME = 1_600_000_000  # 2020-09-13T12:26:40Z, the date of commit 0
 AUTHOR = b"Sealbox Test <test@sealbox.invalid>"
-# Commit id of main in the large repository; a test checks that a build reproduces it.
+# Commit id of main in the large repository. A test checks that a build reproduces it.
 LARGE_REPO_HEAD = "c8e4ea1060eae01df6744f60534319c3abb61299"
 
 _WORDS = (
@@ -71,7 +71,7 @@ def git_env() -> dict[str, str]:
 
 
 def run_git(args: list[str], *, cwd: Path | None = None, input: bytes | None = None) -> str:
-    """Run git with a clean environment and return its stdout; raise with stderr on failure."""
+    """Run git with a clean environment and return its stdout, or raise RuntimeError with its stderr."""
     result = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=git_env())
     if result.returncode != 0:
         raise RuntimeError(

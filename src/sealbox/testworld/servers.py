@@ -1,8 +1,8 @@
 """The test world's Python servers, run as one child process with asyncio.
 
 ``python -m sealbox.testworld.servers CONFIG.json`` serves on listening sockets
-that the parent created and passed as inherited file descriptors, so the parent
-knows every port before this process starts. The config names each listener's
+that the parent created and passed as inherited file descriptors, so every
+port is fixed before this process starts. The config names each listener's
 fd, kind (``http``, ``canary`` or ``echo``), TLS certificate and ALPN list, and
 the path of a unix control socket. When every server is accepting, the process
 prints ``{"ready": true}`` as one line on stdout. SIGTERM or SIGINT stops it.
@@ -105,7 +105,7 @@ async def _read_into(reader: asyncio.StreamReader, record: ConnectionRecord) -> 
 
 
 async def _serve_http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: ConnectionRecord) -> None:
-    """Serve the recording routes over HTTP/1.1 until the client closes or asks to."""
+    """Serve the recording routes over HTTP/1.1 until the client closes or sends ``Connection: close``."""
     parser = RequestParser()
     head: RequestHead | None = None
     handler: RequestHandler | None = None
@@ -268,10 +268,10 @@ class _H2Server:
 
 
 async def _serve_canary(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: ConnectionRecord) -> None:
-    """Record everything and answer each HTTP/1.1 request with 200 ``ok``.
+    """Record every byte and respond to each HTTP/1.1 request with 200 ``ok``.
 
-    After bytes that are not HTTP/1.1, it answers 200 once with
-    ``connection: close`` and then only records until the client closes.
+    After bytes that are not HTTP/1.1, it responds with 200 once, with
+    ``connection: close``, and then only records until the client closes.
     """
     parser: RequestParser | None = RequestParser()
     head: RequestHead | None = None

@@ -70,7 +70,7 @@ CERT_NAMES: tuple[str, ...] = (
 WRONG_NAME = "other.test"
 GIT_ORG = "org"
 GIT_USER = "x-access-token"
-# public and private are copies of the large repository; small is tiny. Only private requires the token.
+# public and private are copies of the large repository, and small is tiny. Only private requires the token.
 REPO_NAMES = ("public", "private", "small")
 PYPI_USER = "__token__"
 PYTHON_SERVERS = ("https", "http", "tcp_echo", "canary", "canary_plain", "wrong_name", "untrusted")
@@ -80,7 +80,7 @@ RECORDING_SERVERS = ("https", "http", "canary", "canary_plain", "wrong_name", "u
 FCGI_WORKERS = 4
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-# AF_UNIX paths are limited to 108 bytes on Linux; longer world paths use a short temp dir.
+# Linux limits AF_UNIX paths to 108 bytes, so longer world paths use a short temporary directory.
 MAX_SOCKET_PATH = 100
 
 RecordingServer = Literal["https", "http", "canary", "canary_plain", "wrong_name", "untrusted"]
@@ -103,7 +103,7 @@ class TestWorld:
     """Local TLS, HTTP, TCP, git and package index servers for sealbox's tests.
 
     ``start()`` prepares certificates, repositories and the index under
-    directory, starts every process and waits until each server answers;
+    directory, starts every process and waits until each server responds.
     ``stop()`` ends them. Also a context manager.
     """
 
@@ -163,7 +163,7 @@ class TestWorld:
 
     @property
     def canary(self) -> Endpoint:
-        """TLS canary that records every byte and answers 200 ``ok``."""
+        """TLS canary that records every byte and responds with 200 ``ok``."""
         return self._endpoint("canary")
 
     @property
@@ -198,10 +198,10 @@ class TestWorld:
     def name_map(self) -> dict[str, str]:
         """Return the static map ``name:port -> 127.0.0.1:port`` that points names at the servers.
 
-        github.com goes to the git server; the other GitHub names, echo.test
-        and their port 80 go to the recording server; pypi.test and
-        files.pypi.test to the package index; canary.test to the canary; and
-        echo.test:7 to the TCP echo server.
+        github.com goes to the git server. The other GitHub names and
+        echo.test go to the recording server, over TLS on port 443 and in
+        plaintext on port 80. pypi.test and files.pypi.test go to the package
+        index, canary.test to the canary, and echo.test:7 to the TCP echo server.
         """
         mapping: dict[str, str] = {"github.com:443": self.git.addr}
         for name in ("api.github.com", "codeload.github.com", "raw.githubusercontent.com",
@@ -218,7 +218,7 @@ class TestWorld:
     # -- URLs and clients --------------------------------------------------
 
     def git_url(self, repo: str, host: str = "github.com") -> str:
-        """Return ``https://<host>/org/<repo>.git``; resolving host needs a static map to the git server."""
+        """Return ``https://<host>/org/<repo>.git``, which resolves only through a static map to the git server."""
         return f"https://{host}/{GIT_ORG}/{repo}.git"
 
     def direct_git_url(self, repo: str) -> str:
@@ -234,7 +234,7 @@ class TestWorld:
     def client_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Return a clean environment for host-side clients that trusts only the world CA.
 
-        The caller's CA, proxy and git config variables are dropped; every
+        The caller's CA, proxy and git config variables are dropped, and every
         common CA variable points at the world CA instead.
         """
         ca = str(self.ca.cert_path)
@@ -269,7 +269,7 @@ class TestWorld:
         self.stop()
 
     def start(self) -> None:
-        """Start every server and wait until each one answers; do nothing if already started."""
+        """Start every server and wait until each one responds. Do nothing if already started."""
         if self._started:
             return
         started = time.monotonic()
@@ -462,7 +462,7 @@ class TestWorld:
         self._processes.spawn("nginx", argv, env=env, pass_fds=fds)
 
     def _wait_ready(self) -> None:
-        """Wait until every server answers a real request, or raise TestWorldError."""
+        """Wait until every server responds to a real request, or raise TestWorldError."""
         deadline = time.monotonic() + START_TIMEOUT
         checks: dict[str, Callable[[], bool]] = {
             "git": lambda: self._https_status(self.git, "/org/small.git/info/refs?service=git-upload-pack") == 200,
