@@ -62,6 +62,16 @@ def test_world_fixed_port(tmp_path: Path, large_repo_path: Path) -> None:
         assert world.canary.port == port
 
 
+def test_world_long_directory(tmp_path: Path, large_repo_path: Path) -> None:
+    # A unix socket path longer than 108 bytes cannot be bound, so the sockets move to a short directory.
+    directory = tmp_path / ("d" * 100)
+    with TestWorld(directory, repo_cache=large_repo_path.parent) as world:
+        socket_dir = Path(world.describe()["control_socket"]).parent
+        assert world.recordings("https") == []
+    assert socket_dir != directory / "run"
+    assert socket_dir.exists() is False
+
+
 def test_world_unknown_port_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid server names in ports"):
         TestWorld(tmp_path, ports={"ftp": 21})

@@ -561,4 +561,6 @@ class TestWorld:
                 "projects": [PROBE_PROJECT],
             },
             "processes": self._processes.pids_by_name(),
+            "control_socket": str(self._control_path),
+            "logs": str(self.directory / "logs"),
         }
