@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,25 +124,42 @@ class SandboxRecord:
     detail: str
 
 
+# SQLite keeps per-process lock bookkeeping that a forked child inherits, and a
+# child that opens the database while the parent held a connection fails with
+# "locking protocol". Connections therefore live only inside this lock, and the
+# supervisor is forked while holding it.
+FORK_LOCK = threading.RLock()
+
+
 class Registry:
-    """The SQLite registry of sandboxes; every method opens a short transaction."""
+    """The SQLite registry of sandboxes; every call uses its own short-lived connection."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         paths.ensure()
-        self._connection = sqlite3.connect(paths.registry, timeout=30.0, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute(_SCHEMA)
+        with self._connect() as connection:
+            connection.execute(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with FORK_LOCK:
+            connection = sqlite3.connect(self.paths.registry, timeout=30.0, isolation_level=None)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                yield connection
+            finally:
+                connection.close()
 
     def close(self) -> None:
-        self._connection.close()
+        """Kept for symmetry; connections are already closed after each call."""
 
     def insert(self, name: str, sandbox_id: str, spec: dict[str, Any], placeholders: dict[str, str]) -> None:
-        self._connection.execute(
-            "INSERT INTO sandboxes (name, id, status, spec, created_at, placeholders) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, sandbox_id, STATUS_CREATING, json.dumps(spec), time.time(), json.dumps(placeholders)),
-        )
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO sandboxes (name, id, status, spec, created_at, placeholders) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, sandbox_id, STATUS_CREATING, json.dumps(spec), time.time(), json.dumps(placeholders)),
+            )
 
     def update(self, name: str, **fields: Any) -> None:
         allowed = {"status", "supervisor_pid", "supervisor_start", "container_pid", "detail"}
@@ -149,17 +167,21 @@ class Registry:
         if unknown:
             raise ValueError(f"unknown registry fields: {sorted(unknown)}")
         assignments = ", ".join(f"{key} = ?" for key in fields)
-        self._connection.execute(f"UPDATE sandboxes SET {assignments} WHERE name = ?", (*fields.values(), name))
+        with self._connect() as connection:
+            connection.execute(f"UPDATE sandboxes SET {assignments} WHERE name = ?", (*fields.values(), name))
 
     def delete(self, name: str) -> None:
-        self._connection.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
+        with self._connect() as connection:
+            connection.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
 
     def get(self, name: str) -> SandboxRecord | None:
-        row = self._connection.execute("SELECT * FROM sandboxes WHERE name = ?", (name,)).fetchone()
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM sandboxes WHERE name = ?", (name,)).fetchone()
         return None if row is None else _record(row)
 
     def all(self) -> list[SandboxRecord]:
-        rows = self._connection.execute("SELECT * FROM sandboxes ORDER BY created_at").fetchall()
+        with self._connect() as connection:
+            rows = connection.execute("SELECT * FROM sandboxes ORDER BY created_at").fetchall()
         return [_record(row) for row in rows]
 
 

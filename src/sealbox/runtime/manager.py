@@ -14,10 +14,9 @@ import os
 import secrets as random_source
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from sealbox.errors import SandboxExistsError, SandboxNotFoundError, SandboxStartError
@@ -29,6 +28,7 @@ from sealbox.store import (
     STATUS_CREATING,
     STATUS_RUNNING,
     STATUS_STOPPED,
+    FORK_LOCK,
     Paths,
     Registry,
     SandboxRecord,
@@ -86,45 +86,101 @@ def create(spec: SandboxSpec, paths: Paths, *, replace_existing: bool = False) -
                 "spec": spec.to_json(),
                 "secret_values": {secret.name: secret.value for secret in spec.secrets},
             }
-            pass_fds: tuple[int, ...] = ()
+            lifeline_read: int | None = None
             lifeline_write: int | None = None
             if not spec.detached:
                 lifeline_read, lifeline_write = os.pipe()
                 config["lifeline_fd"] = lifeline_read
-                pass_fds = (lifeline_read,)
             try:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "sealbox.runtime.supervisor"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=open(state_dir / "supervisor.stderr", "wb"),
-                    pass_fds=pass_fds,
-                    start_new_session=True,
-                    cwd="/",
-                    env=_supervisor_env(),
-                )
+                report = _spawn_supervisor(config, state_dir, lifeline_read)
             finally:
-                if pass_fds:
-                    os.close(pass_fds[0])
-            assert process.stdin is not None and process.stdout is not None
-            # The secret values travel through this pipe only.
-            process.stdin.write(json.dumps(config).encode())
-            process.stdin.close()
-            line = process.stdout.readline()
-            process.stdout.close()
-            report = json.loads(line) if line else {"ok": False, "error": _supervisor_stderr(state_dir)}
+                if lifeline_read is not None:
+                    os.close(lifeline_read)
             if not report.get("ok"):
-                process.wait(timeout=SUPERVISOR_START_TIMEOUT)
                 if lifeline_write is not None:
                     os.close(lifeline_write)
                 raise SandboxStartError(f"sandbox {spec.name!r} failed to start: {report.get('error')}")
-            # The supervisor outlives us or dies with us; it is not our child to wait for.
-            process.returncode = 0
             record = registry.get(spec.name)
             assert record is not None
             return StartedSandbox(record, lifeline_write)
     finally:
         registry.close()
+
+
+def _spawn_supervisor(config: dict[str, Any], state_dir: Path, lifeline_read: int | None) -> dict[str, Any]:
+    """Start the supervisor as a daemon forked from this process and return its one report.
+
+    Forking skips the interpreter start and the imports a fresh `python -m`
+    would pay (about 100 ms). The intermediate child exits at once, so the
+    supervisor is adopted by init (or the nearest subreaper) and never
+    becomes a zombie of the creator; the secret values reach it in memory.
+    """
+    # Import the gateway here, once per process, so forked supervisors start with it loaded.
+    if config["spec"]["network"].get("enabled", True):
+        import sealbox.gateway.server  # noqa: F401
+    if config["spec"]["secrets"]:
+        import sealbox.gateway.ca  # noqa: F401
+        import sealbox.runtime.trust  # noqa: F401
+
+    report_read, report_write = os.pipe()
+    with FORK_LOCK:
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(report_read)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            keep = {report_write} | ({lifeline_read} if lifeline_read is not None else set())
+            _redirect_stdio(state_dir / "supervisor.stderr")
+            _close_fds_except(keep)
+            os.chdir("/")
+            # The gateway verifies upstreams against the system trust store, not the creator's CA variables.
+            clean = _supervisor_env()
+            os.environ.clear()
+            os.environ.update(clean)
+            from sealbox.runtime.supervisor import run_supervisor
+
+            def report(message: dict[str, Any]) -> None:
+                os.write(report_write, (json.dumps(message) + "\n").encode())
+                os.close(report_write)
+
+            code = run_supervisor(config, report)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(report_write)
+    os.waitpid(pid, 0)
+    with os.fdopen(report_read, "rb") as report_file:
+        data = report_file.readline()
+    if not data:
+        return {"ok": False, "error": _supervisor_stderr(state_dir)}
+    return json.loads(data)
+
+
+def _redirect_stdio(stderr_path: Path) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    os.close(null)
+    os.close(err)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close every inherited descriptor above stderr except `keep` (the creator's sockets, event loop, database)."""
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _supervisor_env() -> dict[str, str]:

@@ -29,7 +29,7 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sealbox.errors import SealboxError
 from sealbox.images import resolve_image
@@ -79,7 +79,13 @@ class Supervisor:
 
     # -- setup ---------------------------------------------------------------
 
+    def _step(self, description: str) -> None:
+        now = time.monotonic()
+        log.info("sandbox %s: %s took %.1f ms", self.spec.name, description, (now - self._step_started) * 1000)
+        self._step_started = now
+
     def setup(self) -> None:
+        self._step_started = time.monotonic()
         make_mounts_private()
         prctl(PR_SET_CHILD_SUBREAPER, 1)
 
@@ -87,6 +93,7 @@ class Supervisor:
         self.namespace = create_namespace(forward_to_gateway=network.enabled)
         if network.enabled:
             self.sockets = bind_listeners(self.namespace)
+        self._step("network namespace")
 
         rootfs = assemble_rootfs(self.layout, self.state_dir)
         hostname = self.spec.hostname or self.spec.name.replace("_", "-").replace(".", "-")[:63]
@@ -100,6 +107,7 @@ class Supervisor:
             hosts = [pattern for secret in self.spec.secrets for pattern in secret.allow_hosts]
             ca = CertificateAuthority.generate(self.spec.name, permitted_hosts=hosts)
             ca_env = install_ca(rootfs, ca.cert_pem, name=self.spec.name)
+        self._step("root filesystem and trust")
         for volume in self.spec.volumes:
             if not os.path.exists(volume.source):
                 raise SealboxError(f"volume source {volume.source} does not exist on the host")
@@ -139,10 +147,12 @@ class Supervisor:
         )
         (bundle / "config.json").write_text(json.dumps(config, indent=1))
 
+        self._step("gateway and bundle")
         pid_file = self.state_dir / "init.pid"
         self.container_started = True
         self.runtime.run_detached(self.sandbox_id, bundle, pid_file, self.state_dir / "runtime.log")
         self.container_pid = int(pid_file.read_text())
+        self._step(f"{self.runtime.name} run")
 
         workdir = self.spec.workdir
         (rootfs / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -232,25 +242,27 @@ class Supervisor:
         log.error("sandbox %s: init process %d did not exit within 10 s of SIGKILL", self.spec.name, self.container_pid)
 
 
-def _report(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+def _configure_logging(state_dir: Path) -> None:
+    """Log to the sandbox's supervisor.log only, whatever handlers the creator had configured."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(state_dir / "supervisor.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
-def main() -> int:
-    config = json.loads(sys.stdin.read())
-    sys.stdin.close()
+def run_supervisor(config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> int:
+    """Set the sandbox up, call `report` once with the outcome, then serve until told to stop."""
     name = config["spec"]["name"]
     paths = Paths(Path(config["home"]))
     state_dir = paths.sandbox_dir(name)
     state_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=state_dir / "supervisor.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(state_dir)
     registry = Registry(paths)
     supervisor: Supervisor | None = None
+    started = time.monotonic()
     try:
         supervisor = Supervisor(config)
         supervisor.setup()
@@ -259,7 +271,7 @@ def main() -> int:
         if supervisor is not None:
             supervisor.teardown()
         registry.update(name, status=STATUS_CRASHED, detail=f"setup failed: {exc}")
-        _report({"ok": False, "error": str(exc), "type": type(exc).__name__})
+        report({"ok": False, "error": str(exc), "type": type(exc).__name__})
         return 1
 
     registry.update(
@@ -270,12 +282,9 @@ def main() -> int:
         container_pid=supervisor.container_pid,
         detail="",
     )
-    log.info("sandbox %s: running (container %s, init pid %s)", name, supervisor.sandbox_id, supervisor.container_pid)
-    _report({"ok": True, "supervisor_pid": os.getpid(), "container_pid": supervisor.container_pid})
-    # Nothing is read from or written to the creator's pipes after this point.
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+    log.info("sandbox %s: running after %.1f ms (container %s, init pid %s)", name,
+             (time.monotonic() - started) * 1000, supervisor.sandbox_id, supervisor.container_pid)
+    report({"ok": True, "supervisor_pid": os.getpid(), "container_pid": supervisor.container_pid})
 
     try:
         asyncio.run(supervisor.serve())
@@ -288,6 +297,21 @@ def main() -> int:
     registry.update(name, status=status, detail=supervisor.stop_reason, supervisor_pid=None, container_pid=None)
     log.info("sandbox %s: %s (%s)", name, status, supervisor.stop_reason)
     return 0
+
+
+def main() -> int:
+    """Entry point of `python -m sealbox.runtime.supervisor`: configuration on stdin, report on stdout."""
+    config = json.loads(sys.stdin.read())
+    sys.stdin.close()
+
+    def report(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    return run_supervisor(config, report)
 
 
 if __name__ == "__main__":
