@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from sealbox import Network, Sandbox, Secret
+from sealbox.gateway.audit import read_events
 from sealbox.testworld.repogen import default_cache_dir, ensure_large_repo
 from sealbox.testworld.world import TestWorld
 
@@ -47,10 +48,20 @@ async def main_job(world: TestWorld) -> int:
             return 1
         head, refs = clone.stdout_text.split()
         print(f"cloned org/private.git in {elapsed:.1f} s: HEAD {head}, {refs} refs")
-        received = world.received_authorizations("private") if hasattr(world, "received_authorizations") else []
-        for digest in received[:1]:
-            print(f"server received credentials  = sha256:{digest[:16]}")
-        print(f"audit log: {sandbox.audit_path}")
+        received = [entry for entry in world.received_credentials() if entry[1].startswith("/org/private.git/")]
+        if received:
+            status, _, user, digest = received[-1]
+            print(f"server received Basic auth  = {user}:<sha256:{digest[:16]}> (HTTP {status}, "
+                  f"{len(received)} requests)")
+            if any(entry[3] != hashlib.sha256(world.token.encode()).hexdigest() for entry in received):
+                print("server received something other than the real token", file=sys.stderr)
+                return 1
+        events = read_events(Path(sandbox.audit_path))
+        requests = [event for event in events if event["event"] == "request"]
+        substituted = [event for event in requests if event.get("secrets")]
+        print(f"gateway audit: {len(requests)} intercepted requests, {len(substituted)} with GITHUB_TOKEN substituted:")
+        for event in requests:
+            print(f"  {event['method']} {event['path']} -> {event['status']} secrets={event.get('secrets', [])}")
     return 0
 
 

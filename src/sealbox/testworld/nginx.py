@@ -78,6 +78,8 @@ events {{
 
 http {{
     access_log {_quoted(layout.logs / "nginx-access.log")};
+    # The credentials the git server received, so tests and the demo can show them (as digests).
+    log_format credentials '$status $request_method $uri $http_authorization';
     client_body_temp_path {_quoted(temp / "client_body")};
     proxy_temp_path {_quoted(temp / "proxy")};
     fastcgi_temp_path {_quoted(temp / "fastcgi")};
@@ -98,6 +100,7 @@ http {{
     server {{
         listen 127.0.0.1:{layout.git_port} ssl;
         server_name _;
+        access_log {_quoted(layout.logs / "git-credentials.log")} credentials;
         client_max_body_size 0;
         fastcgi_buffering off;
         fastcgi_read_timeout 600s;

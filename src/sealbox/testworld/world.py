@@ -22,6 +22,8 @@ socket itself and passes it down, so all ports are known before any child runs.
 
 from __future__ import annotations
 
+import base64
+
 import hashlib
 import http.client
 import json
@@ -537,6 +539,23 @@ class TestWorld:
         if repo not in self.repos:
             raise ValueError(f"unknown repository {repo!r}: expected one of {sorted(self.repos)}")
         grow_repo(self.repos[repo], commits, refs)
+
+    def received_credentials(self) -> list[tuple[int, str, str, str]]:
+        """Return (status, path, user, SHA-256 of the password) for each git request that carried Basic auth."""
+        log_path = self.directory / "logs" / "git-credentials.log"
+        if not log_path.exists():
+            return []
+        entries = []
+        for line in log_path.read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) != 5 or fields[3] != "Basic":
+                continue
+            try:
+                user, _, password = base64.b64decode(fields[4]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            entries.append((int(fields[0]), fields[2], user, hashlib.sha256(password.encode()).hexdigest()))
+        return entries
 
     def describe(self) -> dict[str, Any]:
         """Return the endpoints, CA paths, URLs and token digest (never the token) as JSON-ready data."""
