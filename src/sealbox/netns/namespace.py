@@ -79,8 +79,8 @@ def _run_step(args: list[str], stdin: str | None = None) -> None:
 def create_namespace(*, forward_to_gateway: bool = True) -> NetworkNamespace:
     """Create and configure a new loopback-only network namespace.
 
-    With `forward_to_gateway` false (no network at all) the nftables rules are
-    left out: the namespace then only has its own loopback.
+    With `forward_to_gateway` false (no network at all) the default routes and
+    the nftables rules are left out: the namespace then only has its own loopback.
     """
 
     def setup() -> NetworkNamespace:
@@ -88,13 +88,13 @@ def create_namespace(*, forward_to_gateway: bool = True) -> NetworkNamespace:
         unshare(CLONE_NEWNET)
         fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # Step 2: loopback up, default routes through it. Without `src`,
-            # IPv4 SYNs leave with source 0.0.0.0 and never complete.
-            _run_step(["ip", "-batch", "-"], stdin=(
-                "link set lo up\n"
-                "route add default dev lo src 127.0.0.1\n"
-                "route add ::/0 dev lo src ::1\n"
-            ))
+            # Step 2: loopback up, and when forwarding, default routes through
+            # it. Without `src`, IPv4 SYNs leave with source 0.0.0.0 and never
+            # complete. Without forwarding there is no default route, so a
+            # connection to any other address fails at once with ENETUNREACH
+            # instead of its SYN vanishing on `lo` until the connect times out.
+            routes = "route add default dev lo src 127.0.0.1\nroute add ::/0 dev lo src ::1\n"
+            _run_step(["ip", "-batch", "-"], stdin="link set lo up\n" + (routes if forward_to_gateway else ""))
             # Step 3: the forcing rules.
             if forward_to_gateway:
                 _run_step(["nft", "-f", "-"], stdin=ruleset())
