@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PIPE_SIZE = 1024 * 1024
@@ -50,8 +51,12 @@ async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_writer(fd)
 
 
-async def _splice_direction(source: socket.socket, destination: socket.socket) -> int:
-    """Move bytes from source to destination until end-of-file; return the count."""
+async def _splice_direction(source: socket.socket, destination: socket.socket, count: Callable[[int], None]) -> None:
+    """Move bytes from source to destination until end-of-file, passing each delivered amount to `count`.
+
+    Counting as bytes are delivered keeps the totals right when the direction
+    ends with a reset or another error.
+    """
     loop = asyncio.get_running_loop()
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -59,7 +64,6 @@ async def _splice_direction(source: socket.socket, destination: socket.socket) -
             fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # a smaller pipe only costs more iterations
-        total = 0
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
         while True:
             try:
@@ -74,14 +78,13 @@ async def _splice_direction(source: socket.socket, destination: socket.socket) -
                 try:
                     sent = os.splice(read_end, destination.fileno(), pending, flags=flags)
                     pending -= sent
+                    count(sent)
                 except BlockingIOError:
                     await _wait_writable(loop, destination.fileno())
-            total += moved
         try:
             destination.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        return total
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -90,11 +93,17 @@ async def _splice_direction(source: socket.socket, destination: socket.socket) -
 async def splice_relay(client: socket.socket, upstream: socket.socket, counters: RelayCounters) -> None:
     """Relay both directions between two non-blocking TCP sockets until both have ended."""
 
+    def count_upstream(size: int) -> None:
+        counters.upstream += size
+
+    def count_downstream(size: int) -> None:
+        counters.downstream += size
+
     async def forward() -> None:
-        counters.upstream += await _splice_direction(client, upstream)
+        await _splice_direction(client, upstream, count_upstream)
 
     async def backward() -> None:
-        counters.downstream += await _splice_direction(upstream, client)
+        await _splice_direction(upstream, client, count_downstream)
 
     await _gather_directions(forward(), backward())
 
