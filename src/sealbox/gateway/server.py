@@ -24,6 +24,7 @@ import itertools
 import logging
 import socket
 import ssl
+import struct
 import time
 from pathlib import Path
 from typing import Sequence
@@ -362,7 +363,7 @@ class Gateway:
         if verdict.action is Action.DENY:
             self.audit.write("deny", conn=connection_id, direction="ingress", ip=str(peer_ip),
                              port=publish.sandbox_port, rule=verdict.rule_index, reason=verdict.reason)
-            writer.transport.abort()
+            _reset_stream(writer)
             return
         counters = RelayCounters()
         started = time.monotonic()
@@ -373,7 +374,7 @@ class Gateway:
         except OSError as exc:
             self.audit.write("upstream_error", conn=connection_id, direction="ingress", port=publish.sandbox_port,
                              error=str(exc))
-            writer.transport.abort()
+            _reset_stream(writer)
             return
         self.audit.write("ingress", conn=connection_id, ip=str(peer_ip), host_port=publish.host_port,
                          port=publish.sandbox_port)
@@ -403,6 +404,17 @@ class _DnsUdpProtocol(asyncio.DatagramProtocol):
         response = self.gateway.answer_dns(data)
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
+
+
+def _reset_stream(writer: asyncio.StreamWriter) -> None:
+    """Abort a stream's connection with RST (SO_LINGER 0), because abort() alone sends FIN when nothing is unread."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort()
 
 
 def _host_without_port(host: str) -> str:
