@@ -237,7 +237,7 @@ def _shell_quote(text: str) -> str:
 @click.option("--attached", is_flag=True, help="Stop the sandbox when this command exits (it waits until Ctrl-C).")
 def create(name: str, image: str, attached: bool, **options: Any) -> None:
     """Create and start a sandbox NAME that keeps running until `sealbox stop`."""
-    options.pop("name")
+    options.pop("name", None)  # click stores NAME and the shared --name option under one key, filled by NAME
     try:
         spec = build_spec(name, image, not attached, options)
     except SealboxError as exc:
