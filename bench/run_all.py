@@ -1,0 +1,234 @@
+"""Run every benchmark script and rewrite docs/benchmarks.md with the results.
+
+Usage: sudo .venv/bin/python bench/run_all.py [--runs N] [--size-mib M] [--only NAME ...]
+                                              [--no-mitmproxy] [--output FILE]
+
+Runs bench/runtime.py, bench/gateway.py and bench/secrets.py one after
+another, each as its own process with --json, then renders their results,
+the machine's facts and the exact command into one Markdown page. A script
+that fails gets a section with its error instead of numbers. With the
+defaults (20 runs, 1 GiB transfers) the whole suite takes about 15 minutes
+on 2 cores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/secrets.py would shadow the standard library's secrets module, so the
+# script's own directory leaves the import path and the helpers are imported
+# from the package "bench" instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    BENCH_DIR,
+    DEFAULT_RUNS,
+    REPO,
+    command_line,
+    format_value,
+    load_average,
+    require_root,
+)
+
+SCRIPTS = ("runtime", "gateway", "secrets")
+SIZED_SCRIPTS = ("gateway", "secrets")
+MITMDUMP = BENCH_DIR / ".venv-mitmproxy" / "bin" / "mitmdump"
+SCRIPT_TIMEOUT = 1800.0
+
+
+# -- machine facts ------------------------------------------------------------------
+
+
+def first_line(argv: list[str]) -> str:
+    """Return the first output line of a command, or 'not found' if it cannot run."""
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    output = (completed.stdout or completed.stderr).strip()
+    return output.splitlines()[0] if output else "not found"
+
+
+def machine_facts() -> list[tuple[str, str]]:
+    """Return (name, value) pairs: CPU, cores, memory, kernel, Debian and tool versions."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kib = int(line.split()[1])
+    debian = Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "not Debian"
+    return [
+        ("CPU", cpu),
+        ("cores", str(os.cpu_count())),
+        ("memory", f"{memory_kib / (1 << 20):.1f} GiB"),
+        ("kernel", platform.release()),
+        ("Debian", debian),
+        ("runc", first_line(["runc", "--version"])),
+        ("Python (SDK, CLI, supervisor)", platform.python_version()),
+        ("Python (clients)", first_line(["/usr/bin/python3", "--version"])),
+        ("curl", first_line(["curl", "--version"])),
+        ("git", first_line(["git", "--version"])),
+        ("OpenSSL", first_line(["openssl", "version"])),
+        ("mitmproxy", first_line([str(MITMDUMP), "--version"]) if MITMDUMP.exists() else "not installed"),
+    ]
+
+
+# -- running the scripts ------------------------------------------------------------
+
+
+def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """Run bench/NAME.py with --json and return its section, or a section that carries the error."""
+    json_path = directory / f"{name}.json"
+    argv = [sys.executable, str(BENCH_DIR / f"{name}.py"), "--runs", str(options.runs), "--json", str(json_path)]
+    if name in SIZED_SCRIPTS:
+        argv += ["--size-mib", str(options.size_mib)]
+    if name == "secrets" and options.no_mitmproxy:
+        argv.append("--no-mitmproxy")
+    print(f"running bench/{name}.py ...", file=sys.stderr, flush=True)
+    started = time.time()
+    try:
+        completed = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   timeout=SCRIPT_TIMEOUT, cwd=REPO)
+        error = completed.stderr.strip()[-2000:] if completed.returncode != 0 else ""
+        if completed.returncode != 0:
+            error = f"exit code {completed.returncode}: {error}"
+    except subprocess.TimeoutExpired:
+        error = f"timed out after {SCRIPT_TIMEOUT:g} s"
+    print(f"bench/{name}.py finished in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+    if error or not json_path.exists():
+        return {"title": name.capitalize(), "script": f"bench/{name}.py", "error": error or "no results written"}
+    return json.loads(json_path.read_text())
+
+
+# -- Markdown ------------------------------------------------------------------------
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def result_text(row: dict[str, Any]) -> str:
+    return {"met": "met", "missed": "**missed**"}.get(row["status"], "")
+
+
+def rows_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| measurement | median | p90 | target | result |", "|---|---:|---:|---|---|"]
+    for row in rows:
+        target = row["target"]["text"] if row["target"] else ""
+        lines.append(f"| {cell(row['name'])} | {format_value(row['median'], row['unit'])} | "
+                     f"{format_value(row['p90'], row['unit'])} | {target} | {result_text(row)} |")
+    return lines
+
+
+def render_section(section: dict[str, Any]) -> list[str]:
+    lines = [f"## {section['title']}", ""]
+    if "error" in section:
+        lines += [f"`{section['script']}` failed, so this run has no numbers for it:", "", "```",
+                  section["error"], "```", ""]
+        return lines
+    lines += [
+        f"`{section['command']}`: {section['runs']} runs of each measurement, started {section['started']}, "
+        f"{section['seconds'] / 60:.1f} minutes; load average {section['load_before']} before and "
+        f"{section['load_after']} after.",
+        "",
+    ]
+    lines += rows_table(section["rows"]) + [""]
+    bounded = [row for row in section["rows"] if row["bound"]]
+    if bounded:
+        lines += ["What bounds each result:", ""]
+        for row in bounded:
+            status = f" ({row['status']})" if row["status"] else ""
+            lines.append(f"- **{cell(row['name'])}**{status}: {row['bound']}")
+        lines.append("")
+    for table in section["tables"]:
+        lines += [f"### {table['title']}", "", "| " + " | ".join(table["header"]) + " |",
+                  "|" + "---|" * len(table["header"])]
+        lines += ["| " + " | ".join(cell(value) for value in values) + " |" for values in table["rows"]]
+        lines.append("")
+        if table["note"]:
+            lines += [table["note"], ""]
+    for note in section["notes"]:
+        lines += [note, ""]
+    return lines
+
+
+def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command: str, started: float,
+           seconds: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured speed and memory of sealbox's runtime, its egress gateway and its secret interception, each "
+        "beside the floor or the direct path it is compared with. `bench/run_all.py` wrote this page from one "
+        "run of the whole suite on the machine below; see bench/README.md for how to run it and what each "
+        "script does. Everything runs against the local test world on 127.0.0.1.",
+        "",
+        "## Machine and run",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))} |",
+        f"| command | `{cell(command)}`, from the repository root |",
+        f"| total time | {seconds / 60:.1f} minutes |",
+    ]
+    lines += [f"| {name} | {cell(value)} |" for name, value in facts]
+    lines += [
+        "",
+        "Each number is the median of the runs stated in its section. p90 is the 90th percentile on the "
+        "worse side (nearest rank): for times, sizes and overheads the value that 90 % of the runs stayed at "
+        "or below, for rates and ratios the value that 90 % of the runs reached or beat. Ratios come from "
+        "paired runs, made one right after the other. A target is met when the median meets it. The machine "
+        "is shared with other work, which the load averages in each section show.",
+        "",
+        "## Targets",
+        "",
+    ]
+    targeted = [row for section in sections if "error" not in section for row in section["rows"] if row["target"]]
+    lines += rows_table(targeted) + [""]
+    for section in sections:
+        lines += render_section(section)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="runs per measurement (default 20)")
+    parser.add_argument("--size-mib", type=int, default=1024, help="transfer size in MiB (default 1024)")
+    parser.add_argument("--only", nargs="+", choices=SCRIPTS, help="run only these scripts")
+    parser.add_argument("--no-mitmproxy", action="store_true", help="leave out the mitmproxy comparison")
+    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"),
+                        help="page to write (default docs/benchmarks.md)")
+    options = parser.parse_args()
+    require_root()
+    if options.runs < 1:
+        parser.error(f"invalid --runs {options.runs}: expected 1 or more")
+
+    command = command_line()
+    started = time.time()
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="sealbox-bench-") as directory:
+        sections = [run_script(name, options, Path(directory)) for name in (options.only or SCRIPTS)]
+    seconds = time.time() - started
+    facts = machine_facts() + [("load average before / after", f"{load_before} / {load_average()}")]
+    Path(options.output).write_text(render(sections, facts, command, started, seconds))
+    print(f"wrote {options.output} in {seconds / 60:.1f} minutes", file=sys.stderr)
+    failed = [section["script"] for section in sections if "error" in section]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (see {options.output})")
+
+
+if __name__ == "__main__":
+    main()

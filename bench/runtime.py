@@ -1,0 +1,492 @@
+"""Runtime benchmark: sandbox create, first exec, exec and `sealbox run`, beside bare runc.
+
+Usage: sudo .venv/bin/python bench/runtime.py [--runs N] [--json FILE]
+
+Measures, each over N runs (default 20):
+- the floors: bare `runc run` of a minimal bundle (a static busybox running
+  `true`), bare `runc exec` in a running busybox container, the Python
+  start-up and the imports of the SDK and the CLI;
+- SDK `Sandbox.create` to the end of the first `exec` of /bin/true, with
+  `Network.none()` and with the default network;
+- `exec` of /bin/true on a running sandbox;
+- `sealbox run -- true` wall time, with the default network and --no-net;
+- where create time goes, by timing the supervisor's setup functions
+  (SetupTracer).
+Nothing here opens a network connection.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/secrets.py would shadow the standard library's secrets module, which
+# sealbox imports, so the script's own directory leaves the import path and
+# the helpers are imported from the package "bench" instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import ssl  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    DEFAULT_RUNS,
+    REPO,
+    Row,
+    Section,
+    Table,
+    Target,
+    command_line,
+    load_average,
+    median,
+    nearest_rank,
+    require_root,
+    run_checked,
+    sealbox_home,
+    timed,
+    write_section,
+)
+from sealbox import Network, Sandbox  # noqa: E402
+
+BUSYBOX = "/bin/busybox"
+SDK_IMPORT = "import sealbox"
+CLI_IMPORT = "import sealbox.cli"
+# The CLI imports the gateway before it forks a supervisor with a network.
+CLI_GATEWAY_IMPORT = "import sealbox.cli, sealbox.gateway.server"
+RUNC_RUN_FLOOR = "floor: bare `runc run` of the busybox bundle (true)"
+RUNC_EXEC_FLOOR = "floor: bare `runc exec` of true in a running busybox container"
+TRUST_STORE_FLOOR = "floor: `ssl.create_default_context()` (loads the system trust store)"
+EXEC_WARMUP = 5
+FIRST_EXEC_TARGET_MS = 60.0
+IMPORT_TABLE_SIZE = 12
+
+
+# -- floors: bare runc and Python ---------------------------------------------------
+
+
+def runc_binary() -> str:
+    binary = shutil.which("runc")
+    if binary is None:
+        raise SystemExit("runc not found: install it with `apt-get install runc`")
+    return binary
+
+
+def build_busybox_bundle(bundle: Path, args: list[str]) -> None:
+    """Write an OCI bundle whose read-only rootfs holds only a static busybox, running args.
+
+    The config is `runc spec`'s default (new pid, network, ipc, uts and mount
+    namespaces) with the process changed to args and no terminal.
+    """
+    if not os.access(BUSYBOX, os.X_OK):
+        raise SystemExit(f"{BUSYBOX} not found: install the static busybox with `apt-get install busybox-static`")
+    (bundle / "rootfs" / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, bundle / "rootfs" / "bin" / "busybox")
+    run_checked([runc_binary(), "spec", "--bundle", str(bundle)])
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = args
+    config["process"]["terminal"] = False
+    config["root"] = {"path": "rootfs", "readonly": True}
+    config_path.write_text(json.dumps(config, indent=1))
+
+
+@contextmanager
+def runc_state() -> Iterator[Path]:
+    """Yield a temporary directory for a runc --root, and delete the containers left in it at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="sealbox-bench-runc-"))
+    root = directory / "state"
+    try:
+        yield directory
+    finally:
+        listed = subprocess.run([runc_binary(), "--root", str(root), "list", "-q"], capture_output=True, text=True)
+        for container in listed.stdout.split():
+            subprocess.run([runc_binary(), "--root", str(root), "delete", "--force", container], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def measure_runc_run(runs: int) -> list[float]:
+    """Time `runc run` of the busybox bundle with `true`, in ms; runc deletes each container when it exits."""
+    with runc_state() as directory:
+        bundle = directory / "bundle"
+        build_busybox_bundle(bundle, ["/bin/busybox", "true"])
+        root = str(directory / "state")
+        return [timed([runc_binary(), "--root", root, "run", "--bundle", str(bundle), f"floor-run-{index}"]) * 1000
+                for index in range(runs)]
+
+
+def measure_runc_exec(runs: int) -> list[float]:
+    """Time `runc exec` of `true` in a running busybox container, in ms."""
+    with runc_state() as directory:
+        bundle = directory / "bundle"
+        build_busybox_bundle(bundle, ["/bin/busybox", "sleep", "600"])
+        root = str(directory / "state")
+        # Detached, the container's stdio must not be pipes that this process would wait on.
+        subprocess.run([runc_binary(), "--root", root, "run", "--detach", "--bundle", str(bundle), "floor-exec"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True, timeout=60)
+        command = [runc_binary(), "--root", root, "exec", "floor-exec", "/bin/busybox", "true"]
+        for _ in range(EXEC_WARMUP):
+            timed(command)
+        return [timed(command) * 1000 for _ in range(runs)]
+
+
+def measure_python(code: str, runs: int) -> list[float]:
+    """Time `python -c code` with the interpreter that the SDK starts supervisors with, in ms."""
+    return [timed([sys.executable, "-c", code]) * 1000 for _ in range(runs)]
+
+
+def measure_trust_store_load(runs: int) -> list[float]:
+    """Time ssl.create_default_context() in this process, which loads the system trust store, in ms."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        ssl.create_default_context()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def import_times(code: str, runs: int) -> dict[str, tuple[int, list[float]]]:
+    """Run `python -X importtime -c code` runs times; return each module's nesting level and cumulative ms."""
+    found: dict[str, tuple[int, list[float]]] = {}
+    for _ in range(runs):
+        completed = run_checked([sys.executable, "-X", "importtime", "-c", code])
+        for line in completed.stderr.splitlines():
+            if not line.startswith("import time:") or "imported package" in line:
+                continue
+            _, cumulative, package = line[len("import time:"):].split("|")
+            name = package.strip()
+            level = (len(package) - len(package.lstrip()) - 1) // 2
+            found.setdefault(name, (level, []))[1].append(int(cumulative) / 1000)
+    return found
+
+
+# -- the SDK and the CLI -----------------------------------------------------------
+
+
+async def measure_create_and_exec(runs: int) -> dict[str, list[float]]:
+    """Create a sandbox, exec /bin/true once, remove it; per network, alternating; times in ms."""
+    samples: dict[str, list[float]] = defaultdict(list)
+    for index in range(runs):
+        for label, network in (("none", Network.none()), ("default", None)):
+            started = time.perf_counter()
+            sandbox = await Sandbox.create(f"bench-{label}-{index}", network=network)
+            try:
+                created = time.perf_counter()
+                output = await sandbox.exec("/bin/true")
+                finished = time.perf_counter()
+                if output.exit_code != 0:
+                    raise RuntimeError(f"/bin/true exited with {output.exit_code}: {output.stderr_text[:300]}")
+            finally:
+                removing = time.perf_counter()
+                await sandbox.remove()
+                removed = time.perf_counter()
+            samples[f"create {label}"].append((created - started) * 1000)
+            samples[f"first exec {label}"].append((finished - created) * 1000)
+            samples[f"total {label}"].append((finished - started) * 1000)
+            samples[f"remove {label}"].append((removed - removing) * 1000)
+    return samples
+
+
+async def measure_exec(runs: int) -> list[float]:
+    """Time `exec` of /bin/true on one running sandbox with the default network, in ms."""
+    async with await Sandbox.create("bench-exec") as sandbox:
+        for _ in range(EXEC_WARMUP):
+            await sandbox.exec("/bin/true")
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            output = await sandbox.exec("/bin/true")
+            times.append((time.perf_counter() - started) * 1000)
+            if output.exit_code != 0:
+                raise RuntimeError(f"/bin/true exited with {output.exit_code}: {output.stderr_text[:300]}")
+    return times
+
+
+def measure_cli_run(runs: int, extra: list[str]) -> list[float]:
+    """Time `sealbox run [extra] -- true` as a new process, in ms."""
+    sealbox = str(Path(sys.executable).parent / "sealbox")
+    return [timed([sealbox, "run", *extra, "--", "true"]) * 1000 for _ in range(runs)]
+
+
+# -- where create time goes --------------------------------------------------------
+
+# Functions timed during the traced runs: (module, attribute path). The
+# supervisor is forked from the creating process, so wrappers installed here
+# also run in it. Each call appends its start and end to a trace file.
+TRACED = (
+    ("sealbox.runtime.manager", "_spawn_supervisor"),
+    ("sealbox.runtime.supervisor", "make_mounts_private"),
+    ("sealbox.runtime.supervisor", "create_namespace"),
+    ("sealbox.runtime.supervisor", "bind_listeners"),
+    ("sealbox.runtime.supervisor", "assemble_rootfs"),
+    ("sealbox.runtime.supervisor", "write_etc"),
+    ("sealbox.gateway.server", "Gateway.__init__"),
+    ("sealbox.runtime.supervisor", "build_config"),
+    ("sealbox.runtime.oci", "OciRuntime.run_detached"),
+)
+
+# Checkpoints in the order they happen: (key, description of the step that ends there).
+STEPS = (
+    ("_spawn_supervisor start", "SDK before forking the supervisor: image and runtime checks, lock, registry row"),
+    ("make_mounts_private start", "double fork, supervisor logging and registry set-up, spec parsing"),
+    ("create_namespace start", "private mounts, child subreaper"),
+    ("create_namespace end", "network namespace with its nftables rules"),
+    ("bind_listeners end", "gateway listener sockets bound inside the namespace"),
+    ("assemble_rootfs end", "root filesystem overlay"),
+    ("write_etc end", "generated /etc files"),
+    ("Gateway.__init__ end", "gateway construction"),
+    ("build_config end", "OCI config built"),
+    ("OciRuntime.run_detached start", "config.json written"),
+    ("OciRuntime.run_detached end", "`runc run --detach` (container init started)"),
+    ("_spawn_supervisor end", "registry row set to running, report read by the SDK"),
+    ("created", "SDK: registry row read, create returns"),
+    ("exec done", "first exec of /bin/true (`runc exec` and the SDK around it)"),
+)
+
+
+class SetupTracer:
+    """Wrap the TRACED functions while active; each call appends its start and end to trace_path.
+
+    A function that no longer exists under its name is skipped and listed in
+    `missing`, so a refactored supervisor leaves a step out of the table
+    instead of breaking the benchmark.
+    """
+
+    def __init__(self, trace_path: Path) -> None:
+        self.trace_path = trace_path
+        self.missing: list[str] = []
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, event: str, function: Any) -> Any:
+        trace_path = self.trace_path
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                end = time.time()
+                with open(trace_path, "a") as trace:
+                    trace.write(json.dumps({"event": event, "start": start, "end": end}) + "\n")
+
+        return wrapper
+
+    def __enter__(self) -> SetupTracer:
+        for module_name, dotted in TRACED:
+            owner: Any = importlib.import_module(module_name)
+            *owners, attribute = dotted.split(".")
+            for name in owners:
+                owner = getattr(owner, name, None)
+            original = getattr(owner, attribute, None) if owner is not None else None
+            if original is None:
+                self.missing.append(f"{module_name}.{dotted}")
+                continue
+            self._restore.append((owner, attribute, original))
+            setattr(owner, attribute, self._wrap(dotted, original))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for owner, attribute, original in reversed(self._restore):
+            setattr(owner, attribute, original)
+        self._restore.clear()
+
+
+def read_trace(path: Path) -> dict[str, float]:
+    """Return checkpoint times from a trace file: the first start and end of each event."""
+    checkpoints: dict[str, float] = {}
+    if not path.exists():
+        return checkpoints
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        checkpoints.setdefault(f"{event['event']} start", event["start"])
+        checkpoints.setdefault(f"{event['event']} end", event["end"])
+    return checkpoints
+
+
+async def measure_breakdown(runs: int, home: Path) -> tuple[dict[str, list[float]], int, list[str]]:
+    """Create, exec once and remove `runs` sandboxes (default network) with the setup traced.
+
+    Return the ms of each step, the number of runs in which every checkpoint
+    was seen, and the traced functions that were not found.
+    """
+    trace = home / "bench-trace.jsonl"
+    steps: dict[str, list[float]] = defaultdict(list)
+    complete = 0
+    with SetupTracer(trace) as tracer:
+        for index in range(runs):
+            trace.unlink(missing_ok=True)
+            started = time.time()
+            sandbox = await Sandbox.create(f"bench-trace-{index}")
+            try:
+                created = time.time()
+                await sandbox.exec("/bin/true")
+                done = time.time()
+            finally:
+                await sandbox.remove()
+            checkpoints = read_trace(trace)
+            checkpoints["created"] = created
+            checkpoints["exec done"] = done
+            previous = started
+            seen = 0
+            for key, _ in STEPS:
+                if key in checkpoints:
+                    steps[key].append((checkpoints[key] - previous) * 1000)
+                    previous = checkpoints[key]
+                    seen += 1
+            complete += seen == len(STEPS)
+    trace.unlink(missing_ok=True)
+    return steps, complete, tracer.missing
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+def breakdown_table(steps: dict[str, list[float]], complete: int, runs: int, missing: list[str]) -> Table:
+    total = sum(median(values) for values in steps.values())
+    rows = []
+    for key, description in STEPS:
+        values = steps.get(key)
+        if not values:
+            continue
+        share = median(values) / total * 100 if total else 0.0
+        rows.append([description, f"{median(values):.1f}", f"{nearest_rank(values, 0.9):.1f}", f"{share:.0f} %"])
+    rows.append(["sum of the step medians", f"{total:.1f}", "", "100 %"])
+    note = (
+        "Each step ends at a traced function's start or end, named in the step, and starts where the previous "
+        "step ended. The wrappers are installed in the benchmark process; the supervisor is forked from it, so "
+        f"they run in the supervisor too. {complete} of {runs} runs recorded every checkpoint."
+    )
+    if missing:
+        note += f" Not found, so left out: {', '.join(missing)}."
+    return Table("Where `Sandbox.create` and the first exec spend their time (default network)",
+                 ["step", "median ms", "p90 ms", "share"], rows, note)
+
+
+def import_table(found: dict[str, tuple[int, list[float]]], runs: int) -> Table:
+    """Show the modules with the largest cumulative import time, nested at most three levels deep."""
+    candidates = [(median(values), level, name) for name, (level, values) in found.items()
+                  if 1 <= level <= 3 and len(values) == runs]
+    candidates.sort(reverse=True)
+    rows = [[("  " * (level - 1)) + name, str(level), f"{value:.1f}"]
+            for value, level, name in candidates[:IMPORT_TABLE_SIZE]]
+    note = (f"`python -X importtime -c '{CLI_GATEWAY_IMPORT}'`, {runs} runs: what `sealbox run` imports before it "
+            "forks a supervisor with a network. Cumulative time includes the modules each one imports, and "
+            "-X importtime itself slows imports down.")
+    return Table("Largest imports of `sealbox run`", ["module", "nesting level", "median ms"], rows, note)
+
+
+def fill_bounds(section: Section, steps: dict[str, list[float]]) -> None:
+    """Write what bounds each targeted result, from the measured floors and the breakdown."""
+    step = {key: median(values) for key, values in steps.items()}
+    runc_run = section.row(RUNC_RUN_FLOOR).median
+    runc_exec = section.row(RUNC_EXEC_FLOOR).median
+    python_start = section.row("floor: `python -c pass`").median
+    cli_import = section.row(f"floor: `python -c '{CLI_GATEWAY_IMPORT}'`").median
+
+    trust_store = section.row(TRUST_STORE_FLOOR).median
+    exec_row = section.row("exec of /bin/true on a running sandbox")
+    runc_detached = step.get("OciRuntime.run_detached end", 0.0)
+    namespace = step.get("create_namespace end", 0.0) + step.get("bind_listeners end", 0.0)
+    gateway = step.get("Gateway.__init__ end", 0.0)
+    for label, network in (("none", "Network.none()"), ("default", "default network")):
+        row = section.row(f"SDK create to first exec finished, {network}")
+        create = section.row(f"of which Sandbox.create, {network}").median
+        first_exec = section.row(f"of which the first exec, {network}").median
+        extra = first_exec - exec_row.median
+        row.bound = (
+            f"runc: bare `runc run` of a busybox bundle takes {runc_run:.0f} ms and bare `runc exec` "
+            f"{runc_exec:.0f} ms, together {runc_run + runc_exec:.0f} ms or "
+            f"{(runc_run + runc_exec) / FIRST_EXEC_TARGET_MS * 100:.0f} % of the target. "
+            f"Here Sandbox.create takes {create:.0f} ms and the first exec {first_exec:.0f} ms "
+            f"({abs(extra):.0f} ms {'more' if extra >= 0 else 'less'} than a later exec)."
+        )
+        if label == "default":
+            row.bound += (
+                f" Traced: `runc run --detach` {runc_detached:.0f} ms, gateway construction {gateway:.0f} ms, of "
+                f"which `ssl.create_default_context()` takes {trust_store:.0f} ms to load the system trust store, "
+                f"and namespace, nftables and listeners {namespace:.0f} ms (table below)."
+            )
+    exec_row.bound = (f"`runc exec` alone takes {runc_exec:.1f} ms; the SDK adds {exec_row.median - runc_exec:.1f} ms "
+                      "(registry read, process settings, runc's --log and --pid-file, the subprocess and its pipes).")
+    run_row = section.row("`sealbox run -- true` wall time")
+    create_default = section.row("SDK create to first exec finished, default network").median
+    remove_default = section.row("Sandbox.remove, default network").median
+    run_row.bound = (
+        f"Python: the CLI's interpreter start and imports take {cli_import:.0f} ms (`python -c pass` "
+        f"{python_start:.0f} ms), before create and first exec ({create_default:.0f} ms in the SDK) and "
+        f"removal ({remove_default:.0f} ms) run in series."
+    )
+
+
+async def run_benchmarks(runs: int, home: Path) -> Section:
+    section = Section("Runtime", "bench/runtime.py", command_line(), runs)
+
+    def floor(name: str, samples: list[float]) -> None:
+        section.add(Row(name, "ms", samples))
+
+    floor(RUNC_RUN_FLOOR, measure_runc_run(runs))
+    floor(RUNC_EXEC_FLOOR, measure_runc_exec(runs))
+    floor(TRUST_STORE_FLOOR, measure_trust_store_load(runs))
+    floor("floor: `python -c pass`", measure_python("pass", runs))
+    for code in (SDK_IMPORT, CLI_IMPORT, CLI_GATEWAY_IMPORT):
+        floor(f"floor: `python -c '{code}'`", measure_python(code, runs))
+
+    samples = await measure_create_and_exec(runs)
+    first_exec_target = Target(f"≤ {FIRST_EXEC_TARGET_MS:g} ms", FIRST_EXEC_TARGET_MS, "max")
+    for label, network in (("none", "Network.none()"), ("default", "default network")):
+        section.add(Row(f"SDK create to first exec finished, {network}", "ms", samples[f"total {label}"],
+                        target=first_exec_target))
+    for label, network in (("none", "Network.none()"), ("default", "default network")):
+        section.add(Row(f"of which Sandbox.create, {network}", "ms", samples[f"create {label}"]))
+        section.add(Row(f"of which the first exec, {network}", "ms", samples[f"first exec {label}"]))
+    for label, network in (("none", "Network.none()"), ("default", "default network")):
+        section.add(Row(f"Sandbox.remove, {network}", "ms", samples[f"remove {label}"]))
+
+    section.add(Row("exec of /bin/true on a running sandbox", "ms", await measure_exec(runs),
+                    target=Target("≤ 25 ms", 25.0, "max")))
+    section.add(Row("`sealbox run -- true` wall time", "ms", measure_cli_run(runs, []),
+                    target=Target("≤ 200 ms", 200.0, "max")))
+    section.add(Row("`sealbox run --no-net -- true` wall time", "ms", measure_cli_run(runs, ["--no-net"])))
+
+    steps, complete, missing = await measure_breakdown(runs, home)
+    section.tables.append(breakdown_table(steps, complete, runs, missing))
+    section.tables.append(import_table(import_times(CLI_GATEWAY_IMPORT, runs), runs))
+    fill_bounds(section, steps)
+    section.notes.append(
+        "Sandboxes use the default `host` image. The floors run the same work without sealbox: bare runc with "
+        "a minimal bundle, and the interpreter that the SDK and the CLI run in "
+        f"({Path(sys.executable).relative_to(REPO) if Path(sys.executable).is_relative_to(REPO) else sys.executable})."
+    )
+    return section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="runs per measurement (default 20)")
+    parser.add_argument("--json", help="write the results to this file instead of printing them")
+    options = parser.parse_args()
+    require_root()
+    load_before = load_average()
+    started = time.time()
+    with sealbox_home() as home:
+        section = asyncio.run(run_benchmarks(options.runs, home))
+    section.started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
+    section.seconds = time.time() - started
+    section.load_before = load_before
+    section.load_after = load_average()
+    write_section(section, options.json)
+
+
+if __name__ == "__main__":
+    main()
