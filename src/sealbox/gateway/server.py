@@ -49,6 +49,7 @@ FIRST_BYTE_TIMEOUT = 0.5     # server-speaks-first protocols send nothing; class
 PEEK_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 15.0
+CLOSE_TIMEOUT = 5.0          # seconds a closing stream may wait for the peer before it is aborted
 INTERCEPT_ALPN = ("http/1.1",)  # NOTE: HTTP/2 is not relayed yet, so intercepted connections offer http/1.1 only.
 
 
@@ -259,7 +260,7 @@ class Gateway:
                 reader, writer = await self._accept_tls(client, sni, classification)
                 writer.write(error_response(status, f"sealbox gateway: {reason}"))
                 await writer.drain()
-                writer.close()
+                await _close_streams(writer)
             except (OSError, ssl.SSLError, asyncio.TimeoutError):
                 pass
             client.close()
@@ -299,7 +300,11 @@ class Gateway:
             self.audit.write("upstream_error", conn=connection_id, sni=sni, port=port, error=reason)
             await self._fail(client, classification, True, sni, 502, f"TLS to {sni} failed: {reason}")
             return
-        client_reader, client_writer = await self._accept_tls(client, sni, classification)
+        try:
+            client_reader, client_writer = await self._accept_tls(client, sni, classification)
+        except BaseException:
+            await _close_streams(upstream_writer)
+            raise
         tls_object = upstream_writer.get_extra_info("ssl_object")
         self.audit.write("intercept", conn=connection_id, sni=sni, port=port,
                          alpn=tls_object.selected_alpn_protocol() if tls_object else None)
@@ -308,8 +313,7 @@ class Gateway:
         try:
             await session.run(client_reader, client_writer, upstream_reader, upstream_writer)
         finally:
-            client_writer.close()
-            upstream_writer.close()
+            await _close_streams(client_writer, upstream_writer)
 
     async def _plain_http(self, client: socket.socket, upstream: socket.socket, connection_id: int, host: str,
                           port: int, counters: RelayCounters) -> None:
@@ -320,8 +324,7 @@ class Gateway:
         try:
             await session.run(client_reader, client_writer, upstream_reader, upstream_writer)
         finally:
-            client_writer.close()
-            upstream_writer.close()
+            await _close_streams(client_writer, upstream_writer)
 
     # -- DNS ---------------------------------------------------------------------
 
@@ -415,6 +418,23 @@ def _reset_stream(writer: asyncio.StreamWriter) -> None:
         except OSError:
             pass
     writer.transport.abort()
+
+
+async def _close_streams(*writers: asyncio.StreamWriter) -> None:
+    """Close streams and wait until their transports release the sockets; abort those that take too long.
+
+    The caller closes the socket objects afterwards. Closing a socket while its
+    transport still shuts down (TLS waits for the peer's close_notify) leaves
+    the descriptor registered in the event loop, and the next connection that
+    gets the same descriptor number fails with RuntimeError.
+    """
+    for writer in writers:
+        writer.close()
+    for writer in writers:
+        try:
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+            writer.transport.abort()
 
 
 def _host_without_port(host: str) -> str:
