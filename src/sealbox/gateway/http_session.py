@@ -220,6 +220,9 @@ class HttpSession:
                 client_writer.write(data)
                 self.counters.downstream += len(data)
                 await client_writer.drain()
+            if not client_writer.can_write_eof():
+                # TLS has no half-close, so the client sees upstream's end only when the session closes its connection.
+                raise _Closed
             await close_write(client_writer)
 
         tasks = [asyncio.ensure_future(client_to_upstream()), asyncio.ensure_future(upstream_to_client())]
