@@ -184,6 +184,9 @@ class Gateway:
 
         intercept = classification.kind == "tls" and sni is not None and self._intercepts(sni, port)
         dial_name = sni if intercept else name
+        if not intercept and address in self.add_host_names:
+            # An --add-host name resolves to a literal address inside the sandbox; dial that address.
+            dial_name = None
         try:
             if dial_name is not None:
                 resolved = await self.resolver.resolve(dial_name, port)
