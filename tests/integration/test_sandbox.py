@@ -283,7 +283,7 @@ def test_local_rootfs_image(run, tmp_path):
     rootfs = tmp_path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     (rootfs / "etc").mkdir()
-    busybox = Path("/usr/bin/busybox")
+    busybox = Path("/bin/busybox")
     if not busybox.exists():
         pytest.skip("busybox is not installed")
     import shutil
