@@ -22,6 +22,9 @@ pytest_plugins = ["sealbox.testworld.pytest_plugin"]
 
 _HOME = Path(tempfile.mkdtemp(prefix="sealbox-test-home-"))
 os.environ["SEALBOX_HOME"] = str(_HOME)
+# A cgroup parent of this run's own, so the leak check never sees another sealbox on the machine.
+_CGROUP_PARENT = f"sealbox-test-{os.getpid()}"
+os.environ["SEALBOX_CGROUP_PARENT"] = _CGROUP_PARENT
 # Host-side clients in tests choose their CA explicitly; the caller's CA variables must not leak in.
 for _variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
                   "PIP_CERT", "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE", "HTTPLIB2_CA_CERTS", "NIX_SSL_CERT_FILE",
@@ -59,12 +62,20 @@ def _supervisor_pids() -> list[int]:
 
 def _cgroups() -> list[Path]:
     found = []
-    for parent in Path("/sys/fs/cgroup").glob("*/sealbox"):
+    for parent in Path("/sys/fs/cgroup").glob(f"*/{_CGROUP_PARENT}"):
         found += [child for child in parent.iterdir() if child.is_dir()]
-    unified = Path("/sys/fs/cgroup/sealbox")
+    unified = Path("/sys/fs/cgroup") / _CGROUP_PARENT
     if unified.is_dir():
         found += [child for child in unified.iterdir() if child.is_dir()]
     return found
+
+
+def _remove_cgroup_parents() -> None:
+    for parent in list(Path("/sys/fs/cgroup").glob(f"*/{_CGROUP_PARENT}")) + [Path("/sys/fs/cgroup") / _CGROUP_PARENT]:
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
 
 
 def _mounts() -> list[str]:
@@ -91,7 +102,7 @@ def clean_up(cgroups_before: set[Path] | None = None) -> None:
     for container in _runc_containers():
         subprocess.run(["runc", "--root", str(root), "delete", "--force", container], capture_output=True)
     for cgroup in _cgroups():
-        if cgroups_before is None or cgroup in cgroups_before:
+        if cgroups_before is not None and cgroup in cgroups_before:
             continue
         try:
             cgroup.rmdir()
@@ -105,8 +116,6 @@ def clean_up(cgroups_before: set[Path] | None = None) -> None:
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request: pytest.FixtureRequest):
-    # Cgroups are host-wide: only those that appeared during this test count,
-    # so another sealbox running on the machine is never blamed or touched.
     cgroups_before = set(_cgroups())
     yield
     found = {key: value for key, value in leftovers(cgroups_before).items() if value}
@@ -127,4 +136,5 @@ def run():
 
 def pytest_sessionfinish(session, exitstatus):
     clean_up()
+    _remove_cgroup_parents()
     shutil.rmtree(_HOME, ignore_errors=True)

@@ -158,9 +158,10 @@ def test_fork_bomb_contained_by_pids_limit(run):
             bomb = await sandbox.shell("i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done", timeout=60)
             assert bomb.exit_code != 0
             assert "fork" in bomb.stderr_text.lower()
-            current = Path(f"/sys/fs/cgroup/pids/sealbox/{sandbox.id}/pids.current")
+            parent = os.environ["SEALBOX_CGROUP_PARENT"]
+            current = Path(f"/sys/fs/cgroup/pids/{parent}/{sandbox.id}/pids.current")
             if not current.exists():
-                current = Path(f"/sys/fs/cgroup/sealbox/{sandbox.id}/pids.current")
+                current = Path(f"/sys/fs/cgroup/{parent}/{sandbox.id}/pids.current")
             assert int(current.read_text()) <= 64
 
     run(scenario())

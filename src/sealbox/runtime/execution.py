@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import AsyncIterator, Mapping, Sequence, Union
 
 from sealbox.errors import ExecTimeoutError
+from sealbox.runtime.cgroups import memory_cgroup_files
 from sealbox.runtime.oci import get_runtime
 from sealbox.runtime.process_env import ProcessSettings
 from sealbox.store import Paths
@@ -182,10 +183,7 @@ def _start_failure(code: int, stderr: bytes, args: Sequence[str]) -> tuple[int, 
 
 def _oom_kills(container_id: str) -> int:
     """Return the memory cgroup's count of OOM kills (cgroup v1 or v2), 0 if unknown."""
-    for path, key in (
-        (Path("/sys/fs/cgroup/memory/sealbox") / container_id / "memory.oom_control", "oom_kill"),
-        (Path("/sys/fs/cgroup/sealbox") / container_id / "memory.events", "oom_kill"),
-    ):
+    for path, key in memory_cgroup_files(container_id):
         try:
             for line in path.read_text().splitlines():
                 field, _, value = line.partition(" ")

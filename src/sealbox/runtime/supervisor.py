@@ -35,7 +35,7 @@ from sealbox.errors import SealboxError
 from sealbox.images import resolve_image
 from sealbox.netns.namespace import ListenerSockets, NetworkNamespace, bind_listeners, create_namespace
 from sealbox.runtime.bundle import BundleInputs, build_config
-from sealbox.runtime.cgroups import remove_cgroups
+from sealbox.runtime.cgroups import cgroup_path, remove_cgroups
 from sealbox.runtime.linux import PR_SET_CHILD_SUBREAPER, make_mounts_private, prctl
 from sealbox.runtime.oci import get_runtime
 from sealbox.runtime.process_env import ProcessSettings, base_environment
@@ -138,7 +138,7 @@ class Supervisor:
             BundleInputs(
                 rootfs=str(rootfs),
                 netns_path=self.namespace.path,
-                cgroup_path=f"/sealbox/{self.sandbox_id}",
+                cgroup_path=cgroup_path(self.sandbox_id),
                 init_binary=init_binary,
                 uid=0,
                 gid=0,
