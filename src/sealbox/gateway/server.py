@@ -27,13 +27,12 @@ import ssl
 import struct
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from sealbox.gateway.audit import AuditLog
 from sealbox.gateway.clienthello import Classification
-from sealbox.gateway.dns import DnsResponder, TcpDnsFramer, frame_tcp
 from sealbox.gateway.fakeip import FakeAddressPool
-from sealbox.gateway.http_session import HttpSession, error_response
+from sealbox.gateway.http1_common import render_error_response
 from sealbox.gateway.policy import Destination, PolicyEngine, Verdict
 from sealbox.gateway.relay import RelayCounters, splice_relay
 from sealbox.gateway.resolver import ResolutionError, Resolver
@@ -74,7 +73,7 @@ class Gateway:
         self.engine = PolicyEngine(network.policy)
         self.pool = FakeAddressPool()
         self.resolver = Resolver(network.connect_to, dict(network.hosts))
-        self.dns = DnsResponder(self.engine, self.pool, add_hosts=dict(network.add_hosts))
+        self._dns: Any = None  # DnsResponder, built at the first query (dnspython takes ~35 ms to import)
         self.add_host_names = {ipaddress.ip_address(address): name for name, address in network.add_hosts.items()}
         self.audit = AuditLog(audit_path, sandbox)
         self.connection_ids = itertools.count(1)
@@ -86,10 +85,10 @@ class Gateway:
 
             self.substituter = Substituter(self.secrets)
             self.leaves = LeafCache(ca)  # type: ignore[arg-type]
-        self.upstream_tls = ssl.create_default_context()
-        for path in upstream_ca:
-            self.upstream_tls.load_verify_locations(cafile=path)
-        self.upstream_tls.set_alpn_protocols(list(INTERCEPT_ALPN))
+        self.upstream_ca = tuple(upstream_ca)
+        # Loading the system trust store takes tens of milliseconds, so it is
+        # built in a worker thread after start and awaited by the first interception.
+        self._upstream_tls: asyncio.Future[ssl.SSLContext] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,8 +96,25 @@ class Gateway:
 
     # -- lifecycle ---------------------------------------------------------------
 
+    def _build_upstream_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for path in self.upstream_ca:
+            context.load_verify_locations(cafile=path)
+        context.set_alpn_protocols(list(INTERCEPT_ALPN))
+        return context
+
+    async def upstream_tls(self) -> ssl.SSLContext:
+        """Return the client context for upstream TLS: the system trust store plus `upstream_ca`."""
+        if self._upstream_tls is None:
+            self._upstream_tls = asyncio.ensure_future(asyncio.to_thread(self._build_upstream_tls))
+        return await asyncio.shield(self._upstream_tls)
+
     async def start(self, sockets: ListenerSockets) -> None:
         loop = asyncio.get_running_loop()
+        # The DNS and HTTP modules are imported in a worker thread, off the sandbox's start-up path.
+        loop.run_in_executor(None, _import_protocol_modules)
+        if self.leaves is not None:
+            self._upstream_tls = asyncio.ensure_future(asyncio.to_thread(self._build_upstream_tls))
         for sock in sockets.tcp:
             self._listen_sockets.append(sock)
             loop.add_reader(sock.fileno(), self._accept, sock)
@@ -296,7 +312,7 @@ class Gateway:
         # Upstream first: nothing is sent to it before its certificate verifies for the SNI.
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
-                sock=upstream, ssl=self.upstream_tls, server_hostname=sni, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+                sock=upstream, ssl=await self.upstream_tls(), server_hostname=sni, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
             )
         except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
             reason = _tls_failure(exc)
@@ -311,6 +327,8 @@ class Gateway:
         tls_object = upstream_writer.get_extra_info("ssl_object")
         self.audit.write("intercept", conn=connection_id, sni=sni, port=port,
                          alpn=tls_object.selected_alpn_protocol() if tls_object else None)
+        from sealbox.gateway.http_session import HttpSession
+
         session = HttpSession(self.sandbox, connection_id, sni, port, True, self.secrets, self.substituter, self.audit,
                               counters)
         try:
@@ -322,6 +340,8 @@ class Gateway:
                           port: int, counters: RelayCounters) -> None:
         client_reader, client_writer = await asyncio.open_connection(sock=client, limit=2**20)
         upstream_reader, upstream_writer = await asyncio.open_connection(sock=upstream, limit=2**20)
+        from sealbox.gateway.http_session import HttpSession
+
         session = HttpSession(self.sandbox, connection_id, host, port, False, self.secrets, self.substituter,
                               self.audit, counters)
         try:
@@ -332,13 +352,19 @@ class Gateway:
     # -- DNS ---------------------------------------------------------------------
 
     def answer_dns(self, query: bytes) -> bytes | None:
-        response, event = self.dns.respond(query)
+        if self._dns is None:
+            from sealbox.gateway.dns import DnsResponder
+
+            self._dns = DnsResponder(self.engine, self.pool, add_hosts=dict(self.network.add_hosts))
+        response, event = self._dns.respond(query)
         if event is not None:
             self.audit.write("dns", name=event.name, qtype=event.qtype, answer=list(event.answer),
                              verdict=event.verdict, rcode=event.rcode)
         return response
 
     async def _serve_dns_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from sealbox.gateway.dns import TcpDnsFramer, frame_tcp
+
         framer = TcpDnsFramer()
         try:
             while True:
@@ -396,6 +422,15 @@ class Gateway:
             inside_writer.close()
             self.audit.write("close", conn=connection_id, bytes_up=counters.upstream, bytes_down=counters.downstream,
                              duration_ms=round((time.monotonic() - started) * 1000, 3))
+
+
+def error_response(status: int, reason: str) -> bytes:
+    return render_error_response(status, (reason + "\n").encode())
+
+
+def _import_protocol_modules() -> None:
+    import sealbox.gateway.dns  # noqa: F401
+    import sealbox.gateway.http_session  # noqa: F401
 
 
 class _DnsUdpProtocol(asyncio.DatagramProtocol):

@@ -108,6 +108,9 @@ class Supervisor:
             ca = CertificateAuthority.generate(self.spec.name, permitted_hosts=hosts)
             ca_env = install_ca(rootfs, ca.cert_pem, name=self.spec.name)
         self._step("root filesystem and trust")
+        for path in self.spec.upstream_ca:
+            if not os.path.isfile(path):
+                raise SealboxError(f"upstream CA file {path} does not exist on the host")
         for volume in self.spec.volumes:
             if not os.path.exists(volume.source):
                 raise SealboxError(f"volume source {volume.source} does not exist on the host")
