@@ -4,10 +4,10 @@ Every benchmark script writes one JSON document (a Section) that run_all.py
 renders into docs/benchmarks.md. A Row contains every sample of one measurement,
 so the document can show the median and the 90th percentile of the same runs.
 
-"p90" is the 90th percentile on the worse side: for times, sizes and
-overheads the value that 90 % of the runs stayed at or below; for rates and
-throughput ratios the value that 90 % of the runs reached or beat. Both use
-the nearest-rank method. A target is judged on the median.
+"p90" is the 90th percentile on the worse side, by the nearest-rank method.
+For times, sizes and overheads it is the value that 90 % of the runs stayed
+at or below. For rates and throughput ratios it is the value that 90 % of
+the runs reached or beat. A target is judged on the median.
 
 Traffic goes only to the test world's servers on 127.0.0.1 and to the network
 namespaces of the sandboxes that a script creates: names such as echo.test are
@@ -187,6 +187,8 @@ def print_section(section: Section) -> None:
         target = f"  target {row.target.text}: {row.status}" if row.target else ""
         print(f"  {row.name}: median {format_value(row.median, row.unit)}, "
               f"p90 {format_value(row.p90, row.unit)}{target}")
+        if row.bound:
+            print(f"    bound: {row.bound}")
     for table in section.tables:
         print(f"  -- {table.title}")
         for cells in table.rows:
@@ -333,6 +335,27 @@ def private_memory_kib(pid: int) -> int:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1])
     return total
+
+
+def machine_cpu_jiffies() -> tuple[int, int]:
+    """Return (busy, total) CPU time of all cores since boot, in clock ticks, from the cpu line of /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already counted in user and nice).
+    total = sum(fields[:8])
+    idle = fields[3] + fields[4]
+    return total - idle, total
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Return the share of all cores' time that was busy between two machine_cpu_jiffies() readings."""
+    busy = after[0] - before[0]
+    total = after[1] - before[1]
+    return busy / total * 100 if total else 0.0
+
+
+def size_label(size: int) -> str:
+    """Return a transfer size as ``1 GiB`` or ``256 MiB``."""
+    return f"{size // GIB} GiB" if size % GIB == 0 else f"{size // MIB} MiB"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,6 +9,9 @@ the machine's facts and the exact command into one Markdown page. A script
 that fails gets a section with its error instead of numbers. With the
 defaults (20 runs, 1 GiB transfers) the whole suite takes about 15 minutes
 on 2 cores.
+
+Every sample is also kept in bench/results.json, next to the page it came
+from; `--render-only` rewrites the page from that file without measuring.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from bench.common import (  # noqa: E402
 SCRIPTS = ("runtime", "gateway", "secrets")
 SIZED_SCRIPTS = ("gateway", "secrets")
 MITMDUMP = BENCH_DIR / ".venv-mitmproxy" / "bin" / "mitmdump"
+RESULTS = BENCH_DIR / "results.json"
 SCRIPT_TIMEOUT = 1800.0
 
 
@@ -59,8 +63,19 @@ def first_line(argv: list[str]) -> str:
     return output.splitlines()[0] if output else "not found"
 
 
+def source_revision() -> str:
+    """Return the commit that HEAD names, noting uncommitted changes under src/ that the run also measured."""
+    commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
+    changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                             capture_output=True, text=True, timeout=60).stdout.split("\n")
+    changed = [line[3:] for line in changed if line.strip()]
+    if changed:
+        return f"{commit} with uncommitted changes in {', '.join(changed)}"
+    return commit
+
+
 def machine_facts() -> list[tuple[str, str]]:
-    """Return (name, value) pairs: CPU, cores, memory, kernel, Debian and tool versions."""
+    """Return (name, value) pairs: the commit, CPU, cores, memory, kernel, Debian and tool versions."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -72,6 +87,7 @@ def machine_facts() -> list[tuple[str, str]]:
             memory_kib = int(line.split()[1])
     debian = Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "not Debian"
     return [
+        ("sealbox commit", source_revision()),
         ("CPU", cpu),
         ("cores", str(os.cpu_count())),
         ("memory", f"{memory_kib / (1 << 20):.1f} GiB"),
@@ -134,7 +150,14 @@ def rows_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_section(section: dict[str, Any]) -> list[str]:
+def machine_summary(facts: list[tuple[str, str]]) -> str:
+    """Return one line naming the machine: CPU, cores, memory, kernel, Debian and runc versions."""
+    values = dict(facts)
+    return (f"Machine: {values['CPU']}, {values['cores']} cores, {values['memory']}, kernel {values['kernel']}, "
+            f"Debian {values['Debian']}, {values['runc']}.")
+
+
+def render_section(section: dict[str, Any], facts: list[tuple[str, str]]) -> list[str]:
     lines = [f"## {section['title']}", ""]
     if "error" in section:
         lines += [f"`{section['script']}` failed, so this run has no numbers for it:", "", "```",
@@ -143,7 +166,7 @@ def render_section(section: dict[str, Any]) -> list[str]:
     lines += [
         f"`{section['command']}`: {section['runs']} runs of each measurement, started {section['started']}, "
         f"{section['seconds'] / 60:.1f} minutes; load average {section['load_before']} before and "
-        f"{section['load_after']} after.",
+        f"{section['load_after']} after. {machine_summary(facts)}",
         "",
     ]
     lines += rows_table(section["rows"]) + [""]
@@ -199,7 +222,7 @@ def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command
     targeted = [row for section in sections if "error" not in section for row in section["rows"] if row["target"]]
     lines += rows_table(targeted) + [""]
     for section in sections:
-        lines += render_section(section)
+        lines += render_section(section, facts)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -210,24 +233,42 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SCRIPTS, help="run only these scripts")
     parser.add_argument("--no-mitmproxy", action="store_true", help="leave out the mitmproxy comparison")
     parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"),
-                        help="page to write (default docs/benchmarks.md)")
+                        help="page to write (default docs/benchmarks.md); the samples go to a .json beside it, "
+                             "or to bench/results.json for the default page")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the page from the saved samples without measuring")
     options = parser.parse_args()
-    require_root()
-    if options.runs < 1:
-        parser.error(f"invalid --runs {options.runs}: expected 1 or more")
+    output = Path(options.output)
+    default_output = output.resolve() == (REPO / "docs" / "benchmarks.md").resolve()
+    results_path = RESULTS if default_output else output.with_suffix(".json")
 
+    if options.render_only:
+        results = json.loads(results_path.read_text())
+    else:
+        require_root()
+        if options.runs < 1:
+            parser.error(f"invalid --runs {options.runs}: expected 1 or more")
+        results = measure_all(options)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+    facts = [(name, value) for name, value in results["facts"]]
+    output.write_text(render(results["sections"], facts, results["command"], results["started"],
+                             results["seconds"]))
+    print(f"wrote {output} and {results_path}", file=sys.stderr)
+    failed = [section["script"] for section in results["sections"] if "error" in section]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (see {output})")
+
+
+def measure_all(options: argparse.Namespace) -> dict[str, Any]:
+    """Run the scripts and return their sections with the command, times and machine facts."""
     command = command_line()
     started = time.time()
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="sealbox-bench-") as directory:
         sections = [run_script(name, options, Path(directory)) for name in (options.only or SCRIPTS)]
-    seconds = time.time() - started
     facts = machine_facts() + [("load average before / after", f"{load_before} / {load_average()}")]
-    Path(options.output).write_text(render(sections, facts, command, started, seconds))
-    print(f"wrote {options.output} in {seconds / 60:.1f} minutes", file=sys.stderr)
-    failed = [section["script"] for section in sections if "error" in section]
-    if failed:
-        sys.exit(f"failed: {', '.join(failed)} (see {options.output})")
+    return {"command": command, "started": started, "seconds": time.time() - started, "facts": facts,
+            "sections": sections}
 
 
 if __name__ == "__main__":

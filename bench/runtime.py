@@ -36,8 +36,6 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.common import (  # noqa: E402
@@ -67,6 +65,7 @@ CLI_GATEWAY_IMPORT = "import sealbox.cli, sealbox.gateway.server"
 RUNC_RUN_FLOOR = "floor: bare `runc run` of the busybox bundle (true)"
 RUNC_EXEC_FLOOR = "floor: bare `runc exec` of true in a running busybox container"
 TRUST_STORE_FLOOR = "floor: `ssl.create_default_context()` (loads the system trust store)"
+EXEC_OVERHEAD = "exec time beyond bare `runc exec` (paired runs)"
 EXEC_WARMUP = 5
 FIRST_EXEC_TARGET_MS = 60.0
 IMPORT_TABLE_SIZE = 12
@@ -82,8 +81,8 @@ def runc_binary() -> str:
     return binary
 
 
-def build_busybox_bundle(bundle: Path, args: list[str]) -> None:
-    """Write an OCI bundle whose read-only rootfs holds only a static busybox, running args.
+def build_busybox_bundle(bundle: Path, args: list[str]) -> dict[str, Any]:
+    """Write an OCI bundle whose read-only rootfs contains only a static busybox, running args; return its config.
 
     The config is `runc spec`'s default (new pid, network, ipc, uts and mount
     namespaces) with the process changed to args and no terminal.
@@ -99,46 +98,48 @@ def build_busybox_bundle(bundle: Path, args: list[str]) -> None:
     config["process"]["terminal"] = False
     config["root"] = {"path": "rootfs", "readonly": True}
     config_path.write_text(json.dumps(config, indent=1))
+    return config
 
 
-@contextmanager
-def runc_state() -> Iterator[Path]:
-    """Yield a temporary directory for a runc --root, and delete the containers left in it at the end."""
-    directory = Path(tempfile.mkdtemp(prefix="sealbox-bench-runc-"))
-    root = directory / "state"
-    try:
-        yield directory
-    finally:
-        listed = subprocess.run([runc_binary(), "--root", str(root), "list", "-q"], capture_output=True, text=True)
-        for container in listed.stdout.split():
-            subprocess.run([runc_binary(), "--root", str(root), "delete", "--force", container], capture_output=True)
-        shutil.rmtree(directory, ignore_errors=True)
+class BusyboxFloor:
+    """Bare runc with minimal busybox bundles, in a temporary --root: the floor of create and exec.
 
+    While active, one container (busybox sleep) runs for `exec_once`, and
+    `run_once` starts and ends a fresh container running `true`. Containers
+    left in the --root are deleted at the end.
+    """
 
-def measure_runc_run(runs: int) -> list[float]:
-    """Time `runc run` of the busybox bundle with `true`, in ms; runc deletes each container when it exits."""
-    with runc_state() as directory:
-        bundle = directory / "bundle"
-        build_busybox_bundle(bundle, ["/bin/busybox", "true"])
-        root = str(directory / "state")
-        return [timed([runc_binary(), "--root", root, "run", "--bundle", str(bundle), f"floor-run-{index}"]) * 1000
-                for index in range(runs)]
-
-
-def measure_runc_exec(runs: int) -> list[float]:
-    """Time `runc exec` of `true` in a running busybox container, in ms."""
-    with runc_state() as directory:
-        bundle = directory / "bundle"
-        build_busybox_bundle(bundle, ["/bin/busybox", "sleep", "600"])
-        root = str(directory / "state")
+    def __enter__(self) -> BusyboxFloor:
+        self.directory = Path(tempfile.mkdtemp(prefix="sealbox-bench-runc-"))
+        self.root = str(self.directory / "state")
+        self.run_bundle = self.directory / "run-bundle"
+        self.config = build_busybox_bundle(self.run_bundle, ["/bin/busybox", "true"])
+        exec_bundle = self.directory / "exec-bundle"
+        build_busybox_bundle(exec_bundle, ["/bin/busybox", "sleep", "600"])
         # Detached, the container's stdio must not be pipes that this process would wait on.
-        subprocess.run([runc_binary(), "--root", root, "run", "--detach", "--bundle", str(bundle), "floor-exec"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True, timeout=60)
-        command = [runc_binary(), "--root", root, "exec", "floor-exec", "/bin/busybox", "true"]
+        subprocess.run([runc_binary(), "--root", self.root, "run", "--detach", "--bundle", str(exec_bundle),
+                        "floor-exec"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True, timeout=60)
+        self.runs = 0
         for _ in range(EXEC_WARMUP):
-            timed(command)
-        return [timed(command) * 1000 for _ in range(runs)]
+            self.exec_once()
+        return self
+
+    def run_once(self) -> float:
+        """Time `runc run` of `true` in ms; runc deletes the container when it exits."""
+        self.runs += 1
+        command = [runc_binary(), "--root", self.root, "run", "--bundle", str(self.run_bundle), f"floor-{self.runs}"]
+        return timed(command) * 1000
+
+    def exec_once(self) -> float:
+        """Time `runc exec` of `true` in the running container, in ms."""
+        return timed([runc_binary(), "--root", self.root, "exec", "floor-exec", "/bin/busybox", "true"]) * 1000
+
+    def __exit__(self, *exc_info: object) -> None:
+        listed = subprocess.run([runc_binary(), "--root", self.root, "list", "-q"], capture_output=True, text=True)
+        for container in listed.stdout.split():
+            subprocess.run([runc_binary(), "--root", self.root, "delete", "--force", container], capture_output=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def measure_python(code: str, runs: int) -> list[float]:
@@ -174,10 +175,11 @@ def import_times(code: str, runs: int) -> dict[str, tuple[int, list[float]]]:
 # -- the SDK and the CLI -----------------------------------------------------------
 
 
-async def measure_create_and_exec(runs: int) -> dict[str, list[float]]:
-    """Create a sandbox, exec /bin/true once, remove it; per network, alternating; times in ms."""
+async def measure_create_and_exec(runs: int, floor: BusyboxFloor) -> dict[str, list[float]]:
+    """Create a sandbox, exec /bin/true once, remove it; per network, after one bare `runc run`; times in ms."""
     samples: dict[str, list[float]] = defaultdict(list)
     for index in range(runs):
+        samples["runc run"].append(floor.run_once())
         for label, network in (("none", Network.none()), ("default", None)):
             started = time.perf_counter()
             sandbox = await Sandbox.create(f"bench-{label}-{index}", network=network)
@@ -198,19 +200,20 @@ async def measure_create_and_exec(runs: int) -> dict[str, list[float]]:
     return samples
 
 
-async def measure_exec(runs: int) -> list[float]:
-    """Time `exec` of /bin/true on one running sandbox with the default network, in ms."""
+async def measure_exec(runs: int, floor: BusyboxFloor) -> dict[str, list[float]]:
+    """Time `exec` of /bin/true on a running sandbox (default network) and bare `runc exec`, alternating, in ms."""
+    samples: dict[str, list[float]] = defaultdict(list)
     async with await Sandbox.create("bench-exec") as sandbox:
         for _ in range(EXEC_WARMUP):
             await sandbox.exec("/bin/true")
-        times = []
         for _ in range(runs):
+            samples["runc exec"].append(floor.exec_once())
             started = time.perf_counter()
             output = await sandbox.exec("/bin/true")
-            times.append((time.perf_counter() - started) * 1000)
+            samples["exec"].append((time.perf_counter() - started) * 1000)
             if output.exit_code != 0:
                 raise RuntimeError(f"/bin/true exited with {output.exit_code}: {output.stderr_text[:300]}")
-    return times
+    return samples
 
 
 def measure_cli_run(runs: int, extra: list[str]) -> list[float]:
@@ -314,15 +317,17 @@ def read_trace(path: Path) -> dict[str, float]:
     return checkpoints
 
 
-async def measure_breakdown(runs: int, home: Path) -> tuple[dict[str, list[float]], int, list[str]]:
+async def measure_breakdown(runs: int, home: Path) -> tuple[dict[str, list[float]], int, list[str], dict[str, Any]]:
     """Create, exec once and remove `runs` sandboxes (default network) with the setup traced.
 
     Return the ms of each step, the number of runs in which every checkpoint
-    was seen, and the traced functions that were not found.
+    was seen, the traced functions that were not found, and the OCI config
+    that sealbox wrote for the last sandbox.
     """
     trace = home / "bench-trace.jsonl"
     steps: dict[str, list[float]] = defaultdict(list)
     complete = 0
+    config: dict[str, Any] = {}
     with SetupTracer(trace) as tracer:
         for index in range(runs):
             trace.unlink(missing_ok=True)
@@ -332,6 +337,7 @@ async def measure_breakdown(runs: int, home: Path) -> tuple[dict[str, list[float
                 created = time.time()
                 await sandbox.exec("/bin/true")
                 done = time.time()
+                config = json.loads((Path(sandbox.audit_path).parent / "bundle" / "config.json").read_text())
             finally:
                 await sandbox.remove()
             checkpoints = read_trace(trace)
@@ -346,7 +352,7 @@ async def measure_breakdown(runs: int, home: Path) -> tuple[dict[str, list[float
                     seen += 1
             complete += seen == len(STEPS)
     trace.unlink(missing_ok=True)
-    return steps, complete, tracer.missing
+    return steps, complete, tracer.missing, config
 
 
 # -- the report ------------------------------------------------------------------------
@@ -378,24 +384,37 @@ def import_table(found: dict[str, tuple[int, list[float]]], runs: int) -> Table:
     candidates = [(median(values), level, name) for name, (level, values) in found.items()
                   if 1 <= level <= 3 and len(values) == runs]
     candidates.sort(reverse=True)
-    rows = [[("  " * (level - 1)) + name, str(level), f"{value:.1f}"]
+    rows = [[name, str(level), f"{value:.1f}"]
             for value, level, name in candidates[:IMPORT_TABLE_SIZE]]
     note = (f"`python -X importtime -c '{CLI_GATEWAY_IMPORT}'`, {runs} runs: what `sealbox run` imports before it "
-            "forks a supervisor with a network. Cumulative time includes the modules each one imports, and "
-            "-X importtime itself slows imports down.")
+            "forks a supervisor with a network. Cumulative time includes the modules each one imports, so a "
+            "module's time also counts in the modules above it (nesting level 1 is imported by the command "
+            "itself). -X importtime itself slows imports down.")
     return Table("Largest imports of `sealbox run`", ["module", "nesting level", "median ms"], rows, note)
 
 
-def fill_bounds(section: Section, steps: dict[str, list[float]]) -> None:
+def describe_bundle(config: dict[str, Any]) -> str:
+    """Summarise an OCI config: mounts, namespaces, seccomp rules and the init program."""
+    linux = config.get("linux", {})
+    namespaces = ", ".join(namespace["type"] for namespace in linux.get("namespaces", []))
+    seccomp = linux.get("seccomp")
+    rules = f"{len(seccomp.get('syscalls', []))} seccomp rules" if seccomp else "no seccomp"
+    init = Path(config.get("process", {}).get("args", ["?"])[0]).name
+    return f"{len(config.get('mounts', []))} mounts, namespaces {namespaces}, {rules}, init {init}"
+
+
+def fill_bounds(section: Section, steps: dict[str, list[float]], config: dict[str, Any],
+                floor_config: dict[str, Any]) -> None:
     """Write what bounds each targeted result, from the measured floors and the breakdown."""
     step = {key: median(values) for key, values in steps.items()}
     runc_run = section.row(RUNC_RUN_FLOOR).median
     runc_exec = section.row(RUNC_EXEC_FLOOR).median
     python_start = section.row("floor: `python -c pass`").median
     cli_import = section.row(f"floor: `python -c '{CLI_GATEWAY_IMPORT}'`").median
-
     trust_store = section.row(TRUST_STORE_FLOOR).median
     exec_row = section.row("exec of /bin/true on a running sandbox")
+    sdk_share = section.row(EXEC_OVERHEAD).median
+
     runc_detached = step.get("OciRuntime.run_detached end", 0.0)
     namespace = step.get("create_namespace end", 0.0) + step.get("bind_listeners end", 0.0)
     gateway = step.get("Gateway.__init__ end", 0.0)
@@ -413,12 +432,19 @@ def fill_bounds(section: Section, steps: dict[str, list[float]]) -> None:
         )
         if label == "default":
             row.bound += (
-                f" Traced: `runc run --detach` {runc_detached:.0f} ms, gateway construction {gateway:.0f} ms, of "
-                f"which `ssl.create_default_context()` takes {trust_store:.0f} ms to load the system trust store, "
-                f"and namespace, nftables and listeners {namespace:.0f} ms (table below)."
+                f" Traced: `runc run --detach` {runc_detached:.0f} ms for sealbox's bundle "
+                f"({describe_bundle(config)}; the busybox bundle has {describe_bundle(floor_config)}), "
+                f"gateway construction {gateway:.0f} ms, namespace, nftables and listeners {namespace:.0f} ms "
+                f"(table below). For scale, `ssl.create_default_context()` takes {trust_store:.0f} ms because it "
+                "loads the system trust store."
             )
-    exec_row.bound = (f"`runc exec` alone takes {runc_exec:.1f} ms; the SDK adds {exec_row.median - runc_exec:.1f} ms "
-                      "(registry read, process settings, runc's --log and --pid-file, the subprocess and its pipes).")
+    if sdk_share > 0:
+        share = (f"the SDK's exec took {sdk_share:.1f} ms more (median of the paired differences) for the "
+                 "registry read, the process settings, runc's --log and --pid-file, the subprocess and its pipes")
+    else:
+        share = (f"the SDK's exec took {-sdk_share:.1f} ms less (median of the paired differences), so its own "
+                 "work is within the noise")
+    exec_row.bound = f"runc: bare `runc exec` takes {runc_exec:.1f} ms, and in the same loop {share}."
     run_row = section.row("`sealbox run -- true` wall time")
     create_default = section.row("SDK create to first exec finished, default network").median
     remove_default = section.row("Sandbox.remove, default network").median
@@ -431,18 +457,17 @@ def fill_bounds(section: Section, steps: dict[str, list[float]]) -> None:
 
 async def run_benchmarks(runs: int, home: Path) -> Section:
     section = Section("Runtime", "bench/runtime.py", command_line(), runs)
+    with BusyboxFloor() as floor:
+        samples = await measure_create_and_exec(runs, floor)
+        exec_samples = await measure_exec(runs, floor)
 
-    def floor(name: str, samples: list[float]) -> None:
-        section.add(Row(name, "ms", samples))
-
-    floor(RUNC_RUN_FLOOR, measure_runc_run(runs))
-    floor(RUNC_EXEC_FLOOR, measure_runc_exec(runs))
-    floor(TRUST_STORE_FLOOR, measure_trust_store_load(runs))
-    floor("floor: `python -c pass`", measure_python("pass", runs))
+    section.add(Row(RUNC_RUN_FLOOR, "ms", samples["runc run"]))
+    section.add(Row(RUNC_EXEC_FLOOR, "ms", exec_samples["runc exec"]))
+    section.add(Row(TRUST_STORE_FLOOR, "ms", measure_trust_store_load(runs)))
+    section.add(Row("floor: `python -c pass`", "ms", measure_python("pass", runs)))
     for code in (SDK_IMPORT, CLI_IMPORT, CLI_GATEWAY_IMPORT):
-        floor(f"floor: `python -c '{code}'`", measure_python(code, runs))
+        section.add(Row(f"floor: `python -c '{code}'`", "ms", measure_python(code, runs)))
 
-    samples = await measure_create_and_exec(runs)
     first_exec_target = Target(f"≤ {FIRST_EXEC_TARGET_MS:g} ms", FIRST_EXEC_TARGET_MS, "max")
     for label, network in (("none", "Network.none()"), ("default", "default network")):
         section.add(Row(f"SDK create to first exec finished, {network}", "ms", samples[f"total {label}"],
@@ -453,20 +478,26 @@ async def run_benchmarks(runs: int, home: Path) -> Section:
     for label, network in (("none", "Network.none()"), ("default", "default network")):
         section.add(Row(f"Sandbox.remove, {network}", "ms", samples[f"remove {label}"]))
 
-    section.add(Row("exec of /bin/true on a running sandbox", "ms", await measure_exec(runs),
+    section.add(Row("exec of /bin/true on a running sandbox", "ms", exec_samples["exec"],
                     target=Target("≤ 25 ms", 25.0, "max")))
+    section.add(Row(EXEC_OVERHEAD, "ms", [sdk - bare for sdk, bare in zip(exec_samples["exec"],
+                                                                          exec_samples["runc exec"])]))
     section.add(Row("`sealbox run -- true` wall time", "ms", measure_cli_run(runs, []),
                     target=Target("≤ 200 ms", 200.0, "max")))
     section.add(Row("`sealbox run --no-net -- true` wall time", "ms", measure_cli_run(runs, ["--no-net"])))
 
-    steps, complete, missing = await measure_breakdown(runs, home)
+    steps, complete, missing, config = await measure_breakdown(runs, home)
     section.tables.append(breakdown_table(steps, complete, runs, missing))
     section.tables.append(import_table(import_times(CLI_GATEWAY_IMPORT, runs), runs))
-    fill_bounds(section, steps)
+    fill_bounds(section, steps, config, floor.config)
+    interpreter = Path(sys.executable)
+    if interpreter.is_relative_to(REPO):
+        interpreter = interpreter.relative_to(REPO)
     section.notes.append(
         "Sandboxes use the default `host` image. The floors run the same work without sealbox: bare runc with "
-        "a minimal bundle, and the interpreter that the SDK and the CLI run in "
-        f"({Path(sys.executable).relative_to(REPO) if Path(sys.executable).is_relative_to(REPO) else sys.executable})."
+        "a minimal bundle, measured in the same loops as the sandboxes they are compared with (one bare "
+        "`runc run` before each pair of creates, a bare `runc exec` before each exec), and the interpreter that "
+        f"the SDK and the CLI run in ({interpreter})."
     )
     return section
 

@@ -68,6 +68,7 @@ from bench.common import (  # noqa: E402
     require_root,
     run_checked,
     sealbox_home,
+    size_label,
     started_world,
     write_section,
 )
@@ -180,11 +181,11 @@ def mitmproxy(world: Any, directory: Path, placeholder: str) -> Iterator[Mitmpro
                 process.wait()
 
 
-# -- the three paths -----------------------------------------------------------------
+# -- the three routes ----------------------------------------------------------------
 
 
-class Paths:
-    """The direct, intercepted and mitmproxy paths to the world's https server and git server."""
+class Clients:
+    """Clients of the world's https and git servers on each route: direct, intercepted and through mitmproxy."""
 
     def __init__(self, world: Any, sandbox: Sandbox, proxy: Mitmproxy | None, upload_file: Path) -> None:
         self.world = world
@@ -272,11 +273,11 @@ class Paths:
 # -- checks and measurements ---------------------------------------------------------
 
 
-async def check_substitution(paths: Paths, routes: list[str]) -> None:
+async def check_substitution(clients: Clients, routes: list[str]) -> None:
     """Raise RuntimeError unless the server receives the real token, not the placeholder, on every route."""
-    expected = f"Bearer {paths.world.token}"
+    expected = f"Bearer {clients.world.token}"
     for route in routes:
-        body = await paths.curl(route, [], "/echo")
+        body = await clients.curl(route, [], "/echo")
         headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
         if headers.get("authorization") != expected:
             shown = (headers.get("authorization") or "")[:12]
@@ -284,13 +285,13 @@ async def check_substitution(paths: Paths, routes: list[str]) -> None:
                                "expected the real token, so the placeholder was not swapped")
 
 
-async def transfer(paths: Paths, route: str, direction: str, size: int, expected_sha256: str) -> float:
+async def transfer(clients: Clients, route: str, direction: str, size: int, expected_sha256: str) -> float:
     """Download or upload size bytes on one route; return MiB/s after checking status, size and digest."""
     if direction == "download":
-        stdout = await paths.curl(route, ["-o", "/dev/null", "-w", CURL_FORMAT], f"/bytes/{size}")
+        stdout = await clients.curl(route, ["-o", "/dev/null", "-w", CURL_FORMAT], f"/bytes/{size}")
         return size / curl_result(stdout, f"{route} download", size) / MIB
-    upload = f"{DATA_DIR}/{paths.upload_file.name}" if route == "intercepted" else str(paths.upload_file)
-    stdout = await paths.curl(route, ["-T", upload, "-w", UPLOAD_FORMAT], "/upload")
+    upload = f"{DATA_DIR}/{clients.upload_file.name}" if route == "intercepted" else str(clients.upload_file)
+    stdout = await clients.curl(route, ["-T", upload, "-w", UPLOAD_FORMAT], "/upload")
     body, _, status = stdout.rstrip("\n").rpartition("\n")
     seconds = curl_result(status, f"{route} upload", size, upload=True)
     received = json.loads(body)
@@ -300,10 +301,10 @@ async def transfer(paths: Paths, route: str, direction: str, size: int, expected
     return size / seconds / MIB
 
 
-async def measure(paths: Paths, runs: int, size: int, expected_sha256: str, clone_dir: Path,
+async def measure(clients: Clients, runs: int, size: int, expected_sha256: str, clone_dir: Path,
                   supervisor: int) -> dict[str, list[float]]:
     """Run every comparison runs times, alternating the routes within each run."""
-    routes = ["direct", "intercepted"] + (["mitmproxy"] if paths.proxy else [])
+    routes = ["direct", "intercepted"] + (["mitmproxy"] if clients.proxy else [])
     samples: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:
@@ -312,28 +313,29 @@ async def measure(paths: Paths, runs: int, size: int, expected_sha256: str, clon
     def process_cpu(route: str) -> float:
         if route == "intercepted":
             return cpu_seconds(supervisor)
-        if route == "mitmproxy" and paths.proxy is not None:
-            return cpu_seconds(paths.proxy.process.pid)
+        if route == "mitmproxy" and clients.proxy is not None:
+            return cpu_seconds(clients.proxy.process.pid)
         return 0.0
 
     for _ in range(runs):
         for direction in ("download", "upload"):
             for route in routes:
                 before = process_cpu(route)
-                add(f"{direction} {route}", await transfer(paths, route, direction, size, expected_sha256))
+                add(f"{direction} {route}", await transfer(clients, route, direction, size, expected_sha256))
                 add(f"{direction} {route} cpu", process_cpu(route) - before)
-                paths.world.clear_recordings()
+                clients.world.clear_recordings()
         destination = clone_dir / "clone"
-        add("clone direct", paths.direct_clone(destination))
+        add("clone direct", clients.direct_clone(destination))
+        add("clone pack bytes", sum(pack.stat().st_size for pack in (destination / ".git" / "objects" / "pack").iterdir()))
         shutil.rmtree(destination)
         before = cpu_seconds(supervisor)
-        add("clone intercepted", await paths.sandbox_clone())
+        add("clone intercepted", await clients.sandbox_clone())
         add("clone intercepted cpu", cpu_seconds(supervisor) - before)
         for route in routes:
             before = process_cpu(route)
-            add(f"keepalive {route}", await paths.keepalive_rate(route))
+            add(f"keepalive {route}", await clients.keepalive_rate(route))
             add(f"keepalive {route} cpu", (process_cpu(route) - before) / (KEEPALIVE_REQUESTS + KEEPALIVE_WARMUP))
-        paths.world.clear_recordings()
+        clients.world.clear_recordings()
     return samples
 
 
@@ -345,33 +347,34 @@ def paired(numerators: list[float], denominators: list[float]) -> list[float]:
 
 
 def add_rows(section: Section, samples: dict[str, list[float]], size: int, mitmproxy_version: str | None) -> None:
-    mib = size // MIB
+    label = size_label(size)
+    mib = size / MIB
     has_proxy = "download mitmproxy" in samples
     for direction in ("download", "upload"):
-        direct = section.add(Row(f"{mib} MiB {direction}, curl on the host, direct", "MiB/s",
+        direct = section.add(Row(f"{label} {direction}, curl on the host, direct", "MiB/s",
                                  samples[f"{direction} direct"], higher_is_better=True))
-        intercepted = section.add(Row(f"{mib} MiB {direction}, curl in a sandbox, intercepted", "MiB/s",
+        intercepted = section.add(Row(f"{label} {direction}, curl in a sandbox, intercepted", "MiB/s",
                                       samples[f"{direction} intercepted"], higher_is_better=True))
         ratio = section.add(Row(f"intercepted {direction} ÷ direct (paired runs)", "x",
                                 paired(samples[f"{direction} intercepted"], samples[f"{direction} direct"]),
                                 higher_is_better=True, target=Target("≥ 0.6x", 0.6, "min")))
-        section.add(Row(f"gateway CPU time per {mib} MiB {direction}, intercepted (supervisor, user + system)", "s",
+        section.add(Row(f"gateway CPU time per {label} {direction}, intercepted (supervisor, user + system)", "s",
                         samples[f"{direction} intercepted cpu"]))
         cpu = median(samples[f"{direction} intercepted cpu"])
         seconds = mib / intercepted.median
         ratio.bound = (
-            f"CPU of the gateway: the supervisor used {cpu:.2f} s of CPU per {mib} MiB during a {seconds:.2f} s "
+            f"CPU of the gateway: the supervisor used {cpu:.2f} s of CPU per {label} during a {seconds:.2f} s "
             f"transfer ({cpu / seconds * 100:.0f} % of one core). It decrypts and re-encrypts every byte with "
             "Python's ssl module on one event loop, in 256 KiB reads, while the test world's server and curl "
             f"share the 2 cores with it. Direct: {direct.median:,.0f} MiB/s."
         )
         if has_proxy:
-            section.add(Row(f"{mib} MiB {direction}, curl on the host, through mitmproxy", "MiB/s",
+            section.add(Row(f"{label} {direction}, curl on the host, through mitmproxy", "MiB/s",
                             samples[f"{direction} mitmproxy"], higher_is_better=True))
             section.add(Row(f"mitmproxy {direction} ÷ direct (paired runs)", "x",
                             paired(samples[f"{direction} mitmproxy"], samples[f"{direction} direct"]),
                             higher_is_better=True))
-            section.add(Row(f"mitmproxy CPU time per {mib} MiB {direction}", "s",
+            section.add(Row(f"mitmproxy CPU time per {label} {direction}", "s",
                             samples[f"{direction} mitmproxy cpu"]))
 
     direct_clone = section.add(Row(f"full clone of org/{REPOSITORY}.git, git on the host, direct", "s",
@@ -382,10 +385,10 @@ def add_rows(section: Section, samples: dict[str, list[float]], size: int, mitmp
                                   paired(samples["clone intercepted"], samples["clone direct"]),
                                   target=Target("≤ 1.15x", 1.15, "max")))
     clone_ratio.bound = (
-        f"The clone moves about 65 MB and 4,000 refs; the server side (nginx, fcgiwrap, git http-backend and "
-        f"pack-objects) and git's index-pack and checkout share the 2 cores with the gateway, which used "
-        f"{median(samples['clone intercepted cpu']):.2f} s of CPU per clone (direct clone: "
-        f"{direct_clone.median:.2f} s)."
+        f"The clone fetches a {median(samples['clone pack bytes']) / 1e6:.0f} MB pack and 4,000 refs. The server "
+        "side (nginx, fcgiwrap, git http-backend and pack-objects) and git's index-pack and checkout share the "
+        f"2 cores with the gateway, which used {median(samples['clone intercepted cpu']):.2f} s of CPU per clone "
+        f"(direct clone: {direct_clone.median:.2f} s)."
     )
 
     section.add(Row(f"keep-alive GET / rate, {KEEPALIVE_REQUESTS} requests on one connection, direct", "req/s",
@@ -461,10 +464,10 @@ async def run_benchmarks(runs: int, size: int, directory: Path, use_mitmproxy: b
                 proxy = None
                 if mitmproxy_version:
                     proxy = stack.enter_context(mitmproxy(world, directory, sandbox.placeholders["TOKEN"]))
-                paths = Paths(world, sandbox, proxy, upload_file)
-                await check_substitution(paths, ["direct", "intercepted"] + (["mitmproxy"] if proxy else []))
-                await paths.sandbox_clone(check_head=True)
-                samples = await measure(paths, runs, size, expected_sha256, directory,
+                clients = Clients(world, sandbox, proxy, upload_file)
+                await check_substitution(clients, ["direct", "intercepted"] + (["mitmproxy"] if proxy else []))
+                await clients.sandbox_clone(check_head=True)
+                samples = await measure(clients, runs, size, expected_sha256, directory,
                                         sandbox._record.supervisor_pid)
     add_rows(section, samples, size, mitmproxy_version)
     return section
