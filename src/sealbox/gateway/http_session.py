@@ -48,6 +48,7 @@ class _PendingRequest:
     substituted: tuple[str, ...]
     status: int | None = None
     body_bytes: int = 0
+    request_body_bytes: int | None = None
 
 
 @dataclass
@@ -64,7 +65,7 @@ class HttpSession:
     audit: AuditLog
     counters: RelayCounters = field(default_factory=RelayCounters)
     pending: deque[_PendingRequest] = field(default_factory=deque)
-    _request_extras: dict[str, Any] = field(default_factory=dict)
+    _last_request: _PendingRequest | None = None  # the request whose body is being relayed
 
     # -- the head callback -------------------------------------------------------
 
@@ -139,7 +140,9 @@ class HttpSession:
 
     def _note_request(self, head: RequestHead, substituted: tuple[str, ...]) -> None:
         # Record the target as the client sent it: it holds placeholders, never values.
-        self.pending.append(_PendingRequest(head.method.decode("latin-1"), _path(head.target), time.monotonic(), substituted))
+        request = _PendingRequest(head.method.decode("latin-1"), _path(head.target), time.monotonic(), substituted)
+        self.pending.append(request)
+        self._last_request = request
 
     # -- the relay ---------------------------------------------------------------
 
@@ -172,7 +175,8 @@ class HttpSession:
                     elif isinstance(event, RequestStarted):
                         tracker.expect(event.head.method)
                     elif isinstance(event, RequestEnded):
-                        pass
+                        if self._last_request is not None:
+                            self._last_request.request_body_bytes = event.body_bytes
                     elif isinstance(event, RespondAndClose):
                         self.audit.write("reject", conn=self.connection_id, host=self.host, status=event.status,
                                          reason=event.reason)
@@ -249,6 +253,7 @@ class HttpSession:
             path=request.path,
             status=request.status,
             secrets=list(request.substituted) or None,
+            request_body_bytes=request.request_body_bytes,
             response_body_bytes=request.body_bytes,
             duration_ms=round((time.monotonic() - request.started) * 1000, 3),
         )
