@@ -23,6 +23,7 @@ from sealbox.spec.secret import Secret, parse_secret_option, read_secret_file
 from sealbox.spec.units import parse_duration
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DETACHED_LOG = "/tmp/sealbox-main.log"  # output of the command of `sealbox run --detach`, inside the sandbox
 
 
 def _fail(message: str, code: int = 125) -> None:
@@ -223,7 +224,7 @@ def run(image: str, detach: bool, timeout: str | None, **options: Any) -> None:
 
 async def _start_detached(sandbox: Sandbox, command: Sequence[str]) -> None:
     script = " ".join(_shell_quote(part) for part in command)
-    await sandbox.exec("/bin/sh", ["-c", f"nohup {script} >/tmp/sealbox-main.log 2>&1 &"])
+    await sandbox.exec("/bin/sh", ["-c", f"nohup {script} >{DETACHED_LOG} 2>&1 &"])
 
 
 def _shell_quote(text: str) -> str:
@@ -341,14 +342,20 @@ def rm(names: tuple[str, ...]) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("name")
-def logs(name: str) -> None:
-    """Print the supervisor log of a sandbox."""
+@click.option("--supervisor", is_flag=True, help="Print the supervisor's log instead of the command's output.")
+def logs(name: str, supervisor: bool) -> None:
+    """Print the output of the command started by `sealbox run --detach`, or the supervisor's log."""
     from sealbox.store import Paths
 
-    path = Paths.default().sandbox_dir(name) / "supervisor.log"
+    state_dir = Paths.default().sandbox_dir(name)
+    if not state_dir.exists():
+        _fail(f"sandbox {name!r} not found; `sealbox ls` lists the existing ones")
+    # The detached command writes its output inside the sandbox; the root overlay's upper layer holds it.
+    command_log = state_dir / "layers" / "0" / "upper" / DETACHED_LOG.lstrip("/")
+    path = state_dir / "supervisor.log" if supervisor or not command_log.exists() else command_log
     if not path.exists():
         _fail(f"no log for sandbox {name!r} at {path}")
-    click.echo(path.read_text(), nl=False)
+    sys.stdout.buffer.write(path.read_bytes())
 
 
 @main.command(context_settings=CONTEXT)

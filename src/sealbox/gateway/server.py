@@ -93,6 +93,7 @@ class Gateway:
         self._transports: list[asyncio.BaseTransport] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._listen_sockets: list[socket.socket] = []
+        self._udp_ingress: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -124,8 +125,12 @@ class Gateway:
         for sock in sockets.dns_tcp:
             self._servers.append(await asyncio.start_server(self._serve_dns_tcp, sock=sock))
         for publish in self.network.ports:
-            if publish.protocol != "tcp":
-                log.warning("sandbox %s: published UDP port %d is not supported yet", self.sandbox, publish.host_port)
+            if publish.protocol == "udp":
+                from sealbox.gateway.udp_ingress import UdpIngress
+
+                ingress = UdpIngress(self.sandbox, publish, self.namespace, self.engine, self.audit, self.connection_ids)
+                await loop.create_datagram_endpoint(lambda i=ingress: i, local_addr=(publish.host_address, publish.host_port))
+                self._udp_ingress.append(ingress)
                 continue
             server = await asyncio.start_server(
                 lambda r, w, p=publish: self._serve_ingress(r, w, p), host=publish.host_address, port=publish.host_port
@@ -141,6 +146,8 @@ class Gateway:
             server.close()
         for transport in self._transports:
             transport.close()
+        for ingress in self._udp_ingress:
+            ingress.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

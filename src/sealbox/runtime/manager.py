@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sealbox.errors import SandboxExistsError, SandboxNotFoundError, SandboxStartError
+from sealbox.errors import PrerequisiteError, SandboxExistsError, SandboxNotFoundError, SandboxStartError
 from sealbox.runtime.cgroups import remove_cgroups
 from sealbox.runtime.oci import get_runtime
 from sealbox.spec.sandbox import SandboxSpec
@@ -63,6 +63,7 @@ def create(spec: SandboxSpec, paths: Paths, *, replace_existing: bool = False) -
     # Resolve early so a bad reference raises ImageNotFoundError, not a start failure.
     resolve_image(spec.image, paths)
     get_runtime(spec.runtime, paths)
+    check_prerequisites()
     registry = Registry(paths)
     try:
         with name_lock(paths, spec.name):
@@ -181,6 +182,17 @@ def _close_fds_except(keep: set[int]) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def check_prerequisites() -> None:
+    """Raise PrerequisiteError naming the tool and its Debian package when one is missing."""
+    from sealbox.runtime.supervisor import find_init_binary
+
+    if find_init_binary() is None:
+        raise PrerequisiteError("catatonit (the sandbox init)", "catatonit")
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            raise PrerequisiteError(tool, package)
 
 
 def _supervisor_env() -> dict[str, str]:
