@@ -2,6 +2,9 @@
 
 `splice_relay` moves bytes between two plain TCP sockets through a kernel
 pipe with splice(2), so passthrough traffic is never copied into Python.
+Once a direction has moved BULK_THRESHOLD bytes it continues in a thread of
+its own that waits with poll(2): bulk transfers then avoid the event loop's
+per-wait cost, while idle and short connections keep costing no thread.
 `stream_relay` does the same for asyncio streams (used once TLS is
 terminated). Each direction ends independently: end-of-file from one side
 becomes a shutdown of the write side of the other, so half-closed
@@ -15,11 +18,14 @@ import asyncio
 import errno
 import fcntl
 import os
+import select
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 PIPE_SIZE = 1024 * 1024
+BULK_THRESHOLD = 8 * 1024 * 1024
 SPLICE_CHUNK = 1024 * 1024
 STREAM_CHUNK = 256 * 1024
 F_SETPIPE_SZ = 1031
@@ -65,7 +71,11 @@ async def _splice_direction(source: socket.socket, destination: socket.socket, c
         except OSError:
             pass  # a smaller pipe only costs more iterations
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        delivered = 0
         while True:
+            if delivered >= BULK_THRESHOLD:
+                await _continue_in_thread(source.fileno(), destination.fileno(), read_end, write_end, count)
+                break
             try:
                 moved = os.splice(source.fileno(), write_end, SPLICE_CHUNK, flags=flags)
             except BlockingIOError:
@@ -78,6 +88,7 @@ async def _splice_direction(source: socket.socket, destination: socket.socket, c
                 try:
                     sent = os.splice(read_end, destination.fileno(), pending, flags=flags)
                     pending -= sent
+                    delivered += sent
                     count(sent)
                 except BlockingIOError:
                     await _wait_writable(loop, destination.fileno())
@@ -88,6 +99,70 @@ async def _splice_direction(source: socket.socket, destination: socket.socket, c
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+class _Stopped(Exception):
+    """The relay was cancelled while a thread was moving its bytes."""
+
+
+def _splice_until_eof(source: int, destination: int, read_end: int, write_end: int, stop: int,
+                      count: Callable[[int], None]) -> None:
+    """Thread body: the splice loop of `_splice_direction`, waiting with poll(2) instead of the event loop."""
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    readable = select.poll()
+    readable.register(source, select.POLLIN)
+    readable.register(stop, select.POLLIN)
+    writable = select.poll()
+    writable.register(destination, select.POLLOUT)
+    writable.register(stop, select.POLLIN)
+    while True:
+        try:
+            moved = os.splice(source, write_end, SPLICE_CHUNK, flags=flags)
+        except BlockingIOError:
+            if any(fd == stop for fd, _ in readable.poll()):
+                raise _Stopped from None
+            continue
+        if moved == 0:
+            return
+        pending = moved
+        while pending:
+            try:
+                sent = os.splice(read_end, destination, pending, flags=flags)
+                pending -= sent
+                count(sent)
+            except BlockingIOError:
+                if any(fd == stop for fd, _ in writable.poll()):
+                    raise _Stopped from None
+
+
+async def _continue_in_thread(source: int, destination: int, read_end: int, write_end: int,
+                              count: Callable[[int], None]) -> None:
+    """Run `_splice_until_eof` in a thread; on cancellation stop it and wait, so no descriptor is closed under it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    stop_read, stop_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def body() -> None:
+        try:
+            _splice_until_eof(source, destination, read_end, write_end, stop_read, count)
+        except BaseException as exc:  # handed to the event loop, which re-raises it
+            loop.call_soon_threadsafe(lambda error=exc: done.done() or done.set_exception(error))
+        else:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=body, name="sealbox-splice", daemon=True).start()
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        os.write(stop_write, b"x")
+        try:
+            await asyncio.shield(done)
+        except (_Stopped, OSError):
+            pass
+        raise
+    finally:
+        os.close(stop_read)
+        os.close(stop_write)
 
 
 async def splice_relay(client: socket.socket, upstream: socket.socket, counters: RelayCounters) -> None:
