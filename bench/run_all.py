@@ -75,7 +75,7 @@ def source_revision() -> str:
 
 
 def machine_facts() -> list[tuple[str, str]]:
-    """Return (name, value) pairs: the commit, CPU, cores, memory, kernel, Debian and tool versions."""
+    """Return (name, value) pairs: CPU, cores, memory, kernel, Debian and tool versions."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -87,7 +87,6 @@ def machine_facts() -> list[tuple[str, str]]:
             memory_kib = int(line.split()[1])
     debian = Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "not Debian"
     return [
-        ("sealbox commit", source_revision()),
         ("CPU", cpu),
         ("cores", str(os.cpu_count())),
         ("memory", f"{memory_kib / (1 << 20):.1f} GiB"),
@@ -115,6 +114,8 @@ def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[
     if name == "secrets" and options.no_mitmproxy:
         argv.append("--no-mitmproxy")
     print(f"running bench/{name}.py ...", file=sys.stderr, flush=True)
+    # Other work may commit to this tree during a run, so each script records the code it started with.
+    revision = source_revision()
     started = time.time()
     try:
         completed = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -126,8 +127,11 @@ def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[
         error = f"timed out after {SCRIPT_TIMEOUT:g} s"
     print(f"bench/{name}.py finished in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     if error or not json_path.exists():
-        return {"title": name.capitalize(), "script": f"bench/{name}.py", "error": error or "no results written"}
-    return json.loads(json_path.read_text())
+        return {"title": name.capitalize(), "script": f"bench/{name}.py", "revision": revision,
+                "error": error or "no results written"}
+    section = json.loads(json_path.read_text())
+    section["revision"] = revision
+    return section
 
 
 # -- Markdown ------------------------------------------------------------------------
@@ -153,20 +157,24 @@ def rows_table(rows: list[dict[str, Any]]) -> list[str]:
 def machine_summary(facts: list[tuple[str, str]]) -> str:
     """Return one line naming the machine: CPU, cores, memory, kernel, Debian and runc versions."""
     values = dict(facts)
-    return (f"Machine: {values['CPU']}, {values['cores']} cores, {values['memory']}, kernel {values['kernel']}, "
+    return (f"machine: {values['CPU']}, {values['cores']} cores, {values['memory']}, kernel {values['kernel']}, "
             f"Debian {values['Debian']}, {values['runc']}.")
 
 
 def render_section(section: dict[str, Any], facts: list[tuple[str, str]]) -> list[str]:
     lines = [f"## {section['title']}", ""]
     if "error" in section:
-        lines += [f"`{section['script']}` failed, so this run has no numbers for it:", "", "```",
+        lines += [f"`{section['script']}` failed at sealbox {section['revision']}, so this run has no numbers "
+                  "for it:", "", "```",
                   section["error"], "```", ""]
         return lines
     lines += [
-        f"`{section['command']}`: {section['runs']} runs of each measurement, started {section['started']}, "
-        f"{section['seconds'] / 60:.1f} minutes; load average {section['load_before']} before and "
-        f"{section['load_after']} after. {machine_summary(facts)}",
+        f"- command: `{section['command']}`",
+        f"- runs: {section['runs']} of each measurement, started {section['started']}, "
+        f"{section['seconds'] / 60:.1f} minutes",
+        f"- load average: {section['load_before']} before, {section['load_after']} after",
+        f"- code: sealbox at {section['revision']}",
+        f"- {machine_summary(facts)}",
         "",
     ]
     lines += rows_table(section["rows"]) + [""]
@@ -264,9 +272,14 @@ def measure_all(options: argparse.Namespace) -> dict[str, Any]:
     command = command_line()
     started = time.time()
     load_before = load_average()
+    first_revision = source_revision()
     with tempfile.TemporaryDirectory(prefix="sealbox-bench-") as directory:
         sections = [run_script(name, options, Path(directory)) for name in (options.only or SCRIPTS)]
-    facts = machine_facts() + [("load average before / after", f"{load_before} / {load_average()}")]
+    last_revision = source_revision()
+    revisions = first_revision if first_revision == last_revision else \
+        f"{first_revision} at the start, {last_revision} at the end (each section names its own)"
+    facts = [("sealbox commit", revisions)] + machine_facts()
+    facts.append(("load average before / after", f"{load_before} / {load_average()}"))
     return {"command": command, "started": started, "seconds": time.time() - started, "facts": facts,
             "sections": sections}
 

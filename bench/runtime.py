@@ -394,13 +394,13 @@ def import_table(found: dict[str, tuple[int, list[float]]], runs: int) -> Table:
 
 
 def describe_bundle(config: dict[str, Any]) -> str:
-    """Summarise an OCI config: mounts, namespaces, seccomp rules and the init program."""
+    """Summarise an OCI config: mounts, namespaces, seccomp rules and the program runc starts."""
     linux = config.get("linux", {})
     namespaces = ", ".join(namespace["type"] for namespace in linux.get("namespaces", []))
     seccomp = linux.get("seccomp")
     rules = f"{len(seccomp.get('syscalls', []))} seccomp rules" if seccomp else "no seccomp"
-    init = Path(config.get("process", {}).get("args", ["?"])[0]).name
-    return f"{len(config.get('mounts', []))} mounts, namespaces {namespaces}, {rules}, init {init}"
+    process = config.get("process", {}).get("args", ["?"])[0]
+    return f"{len(config.get('mounts', []))} mounts, namespaces {namespaces}, {rules}, process {process}"
 
 
 def fill_bounds(section: Section, steps: dict[str, list[float]], config: dict[str, Any],
