@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 import click
 
+from sealbox.errors import SandboxNotFoundError
 from sealbox.store import Paths
 
 _COLUMNS = ("time", "event", "conn", "destination", "detail")
@@ -46,9 +48,14 @@ def _detail(event: dict[str, Any]) -> str:
 
 
 def show_audit(name: str, *, follow: bool, as_json: bool) -> None:
-    path = Paths.default().sandbox_dir(name) / "audit.jsonl"
+    state_dir = Paths.default().sandbox_dir(name)
+    path = state_dir / "audit.jsonl"
+    if not state_dir.exists():
+        click.echo(f"sealbox: {SandboxNotFoundError(name)}", err=True)
+        sys.exit(125)
     if not path.exists():
-        raise click.ClickException(f"no audit log for sandbox {name!r} at {path}")
+        click.echo(f"sealbox: sandbox {name!r} has no audit log (it has no network)", err=True)
+        sys.exit(125)
     from rich.console import Console
     from rich.table import Table
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import click
 
-from sealbox.errors import SealboxError
+from sealbox.errors import ExecTimeoutError, SandboxNotFoundError, SandboxStartError, SealboxError
 from sealbox.runtime.execution import Exit, Stderr, Stdout
 from sealbox.sandbox import Sandbox
 from sealbox.spec.network import Action, Network, NetworkPolicy, parse_rule
@@ -34,6 +34,9 @@ def _fail(message: str, code: int = 125) -> None:
 def _run(coroutine: Any) -> Any:
     try:
         return asyncio.run(coroutine)
+    except ExecTimeoutError as exc:
+        # 124 is what timeout(1) exits with, so scripts can tell a timeout from sealbox's own errors (125).
+        _fail(str(exc), 124)
     except SealboxError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -44,12 +47,12 @@ def _run(coroutine: Any) -> Any:
 
 def sandbox_options(function: Any) -> Any:
     options = [
-        click.option("--name", help="Sandbox name (default: generated; `run` then removes the sandbox afterwards)."),
         click.option("-m", "--memory", help="Memory limit, e.g. 512M or 2G (a bare number is MiB)."),
         click.option("--cpus", help="CPU limit as a number of CPUs, e.g. 1.5."),
         click.option("--pids", type=int, default=1024, show_default=True, help="Maximum number of processes."),
         click.option("-u", "--user", help="User inside the sandbox: UID[:GID] or NAME[:GROUP]."),
-        click.option("-e", "--env", "env", multiple=True, help="Environment variable K=V (repeatable)."),
+        click.option("-e", "--env", "env", multiple=True,
+                     help="Environment variable K=V, or K to copy the caller's value (repeatable)."),
         click.option("-w", "--workdir", default="/", show_default=True, help="Working directory inside the sandbox."),
         click.option("--hostname", help="Host name inside the sandbox (default: the sandbox name)."),
         click.option("-v", "--volume", "volumes", multiple=True, help="Bind mount SRC:DST[:ro] (repeatable)."),
@@ -167,7 +170,8 @@ class CommandAfterDashes(click.Command):
             ctx.meta["sealbox.command"] = tuple(args[index + 1 :])
             args = args[:index]
         elif not any(arg in ("-h", "--help") for arg in args):
-            raise click.UsageError("put `--` before the command to run, e.g. `sealbox run -- echo hi`", ctx)
+            example = "sealbox exec NAME -- echo hi" if ctx.info_name == "exec" else "sealbox run -- echo hi"
+            raise click.UsageError(f"put `--` before the command to run, e.g. `{example}`", ctx)
         return super().parse_args(ctx, args)
 
 
@@ -187,8 +191,9 @@ def main() -> None:
 @main.command(cls=CommandAfterDashes, context_settings=CONTEXT)
 @click.argument("image", required=False, default="host")
 @sandbox_options
+@click.option("--name", help="Sandbox name; without it the sandbox gets a generated name and is removed afterwards.")
 @click.option("-d", "--detach", is_flag=True, help="Create the sandbox, start the command, and return at once.")
-@click.option("--timeout", help="Kill the command after this long, e.g. 30s or 2m.")
+@click.option("--timeout", help="Kill the command after this long, e.g. 30s or 2m (exit code 124).")
 def run(image: str, detach: bool, timeout: str | None, **options: Any) -> None:
     """Create a sandbox from IMAGE (default: host), run COMMAND in it, and exit with its exit code.
 
@@ -201,12 +206,17 @@ def run(image: str, detach: bool, timeout: str | None, **options: Any) -> None:
     ephemeral = given_name is None and not detach
     try:
         spec = build_spec(name, image, detach, options)
+        limit = parse_duration(timeout) if timeout else None
     except SealboxError as exc:
         _fail(str(exc))
-    limit = parse_duration(timeout) if timeout else None
 
     async def go() -> int:
-        sandbox = await Sandbox.create_from_spec(spec, replace=options["replace"])
+        try:
+            sandbox = await Sandbox.create_from_spec(spec, replace=options["replace"])
+        except SandboxStartError:
+            if ephemeral:
+                await _forget(name)
+            raise
         if detach:
             await _start_detached(sandbox, command)
             click.echo(sandbox.name)
@@ -220,6 +230,14 @@ def run(image: str, detach: bool, timeout: str | None, **options: Any) -> None:
                 await sandbox.stop()
 
     sys.exit(_run(go()))
+
+
+async def _forget(name: str) -> None:
+    """Remove what a failed start of a generated-name sandbox left, so `run` leaves nothing behind."""
+    try:
+        await (await Sandbox.get(name)).remove()
+    except SealboxError:
+        pass
 
 
 async def _start_detached(sandbox: Sandbox, command: Sequence[str]) -> None:
@@ -238,7 +256,6 @@ def _shell_quote(text: str) -> str:
 @click.option("--attached", is_flag=True, help="Stop the sandbox when this command exits (it waits until Ctrl-C).")
 def create(name: str, image: str, attached: bool, **options: Any) -> None:
     """Create and start a sandbox NAME that keeps running until `sealbox stop`."""
-    options.pop("name", None)  # click stores NAME and the shared --name option under one key, filled by NAME
     try:
         spec = build_spec(name, image, not attached, options)
     except SealboxError as exc:
@@ -349,12 +366,12 @@ def logs(name: str, supervisor: bool) -> None:
 
     state_dir = Paths.default().sandbox_dir(name)
     if not state_dir.exists():
-        _fail(f"sandbox {name!r} not found; `sealbox ls` lists the existing ones")
+        _fail(str(SandboxNotFoundError(name)))
     # The detached command writes its output inside the sandbox; the root overlay's upper layer holds it.
     command_log = state_dir / "layers" / "0" / "upper" / DETACHED_LOG.lstrip("/")
     path = state_dir / "supervisor.log" if supervisor or not command_log.exists() else command_log
     if not path.exists():
-        _fail(f"no log for sandbox {name!r} at {path}")
+        _fail(f"sandbox {name!r} has no log yet at {path}")
     sys.stdout.buffer.write(path.read_bytes())
 
 

@@ -50,8 +50,9 @@ def checks() -> list[Check]:
     with open("/proc/cpuinfo") as cpuinfo:
         flags = cpuinfo.read()
     virtualization = " vmx" in flags or " svm" in flags
-    results.append(Check("hardware virtualization", True,
-                         "vmx/svm present" if virtualization else "no vmx/svm flag: microVM runtimes cannot run (optional)"))
+    results.append(Check("hardware virtualization (optional)", True,
+                         "vmx/svm present" if virtualization else "no vmx/svm flag, so microVM runtimes cannot run here; "
+                         "runc and gVisor do not need it"))
     return results
 
 

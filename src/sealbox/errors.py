@@ -27,7 +27,7 @@ class SandboxExistsError(SealboxError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
-            f"sandbox {name!r} already exists; remove it first or pass replace=True (--replace)"
+            f"sandbox {name!r} already exists; remove it first, or replace it (replace=True in Python, --replace on the command line)"
         )
 
 

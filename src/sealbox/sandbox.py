@@ -160,7 +160,7 @@ class Sandbox:
 
     async def exec_stream(
         self,
-        command: str,
+        command: str | Sequence[str],
         args: Sequence[str] = (),
         *,
         cwd: str | None = None,
@@ -169,7 +169,11 @@ class Sandbox:
         timeout: float | None = None,
         user: str | None = None,
     ) -> AsyncIterator[Stdout | Stderr | Exit]:
-        """Run a command and yield Stdout and Stderr chunks as they arrive, then one Exit."""
+        """Run a command and yield Stdout and Stderr chunks as they arrive, then one Exit.
+
+        The command is `command` plus `args`, or a whole argv list passed as `command`.
+        """
+        command, args = _argv(command, args)
         status = await self.status()
         if status != STATUS_RUNNING:
             raise SandboxNotRunningError(self.name, status)
@@ -180,7 +184,7 @@ class Sandbox:
 
     async def exec(
         self,
-        command: str,
+        command: str | Sequence[str],
         args: Sequence[str] = (),
         *,
         cwd: str | None = None,
@@ -234,6 +238,15 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.name!r} {self._record.status}>"
+
+
+def _argv(command: str | Sequence[str], args: Sequence[str]) -> tuple[str, list[str]]:
+    if isinstance(command, str):
+        return command, list(args)
+    argv = list(command)
+    if args or not argv:
+        raise TypeError("pass exec('program', ['arg', ...]) or exec(['program', 'arg', ...]), not both forms")
+    return argv[0], argv[1:]
 
 
 def _paths(home: str | os.PathLike[str] | None) -> Paths:

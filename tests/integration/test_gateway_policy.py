@@ -476,4 +476,8 @@ def test_sandbox_icmp_no_reply(run, testworld):
     if output is None:
         pytest.skip("ping is not installed, so the sandbox cannot send ICMP echo requests")
     assert output.exit_code != 0
-    assert " 0 received" in output.stdout_text
+    # ping either gets no reply, or cannot start at all: its file capability
+    # (cap_net_raw) is outside the sandbox's bounding set.
+    no_reply = " 0 received" in output.stdout_text
+    not_permitted = "operation not permitted" in output.stderr_text
+    assert no_reply or not_permitted, output
