@@ -367,7 +367,7 @@ def logs(name: str, supervisor: bool) -> None:
     state_dir = Paths.default().sandbox_dir(name)
     if not state_dir.exists():
         _fail(str(SandboxNotFoundError(name)))
-    # The detached command writes its output inside the sandbox; the root overlay's upper layer holds it.
+    # The detached command writes its output inside the sandbox, so it lands in the root overlay's upper layer.
     command_log = state_dir / "layers" / "0" / "upper" / DETACHED_LOG.lstrip("/")
     path = state_dir / "supervisor.log" if supervisor or not command_log.exists() else command_log
     if not path.exists():
@@ -388,7 +388,7 @@ def audit(name: str, follow: bool, as_json: bool) -> None:
 
 @main.command(context_settings=CONTEXT)
 def doctor() -> None:
-    """Check every prerequisite and say how to fix what is missing."""
+    """Check every prerequisite and print how to fix what is missing."""
     from sealbox.doctor import run_checks
 
     sys.exit(run_checks())

@@ -145,7 +145,7 @@ class Sandbox:
 
     @property
     def placeholders(self) -> dict[str, str]:
-        """The placeholder each secret's environment variable holds inside the sandbox."""
+        """The placeholder in each secret's environment variable inside the sandbox."""
         return dict(self._record.placeholders)
 
     @property

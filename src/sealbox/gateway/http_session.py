@@ -139,7 +139,7 @@ class HttpSession:
         )
 
     def _note_request(self, head: RequestHead, substituted: tuple[str, ...]) -> None:
-        # Record the target as the client sent it: it holds placeholders, never values.
+        # Record the target as the client sent it, so it contains placeholders, never values.
         request = _PendingRequest(head.method.decode("latin-1"), _path(head.target), time.monotonic(), substituted)
         self.pending.append(request)
         self._last_request = request
@@ -260,7 +260,7 @@ class HttpSession:
 
 
 class _Closed(Exception):
-    """The session answered the client itself and is over."""
+    """The session sent the client its own response and is over."""
 
 
 async def _wait_until(condition: asyncio.Condition, predicate: Any, timeout: float) -> None:

@@ -62,7 +62,7 @@ def host_image(paths: Paths) -> ImageLayout:
         host_path = Path("/") / name
         if host_path.is_dir() and not host_path.is_symlink():
             overlays += ((str(host_path), host_path),)
-    # /etc/ssl/private holds the host's TLS private keys.
+    # /etc/ssl/private contains the host's TLS private keys.
     return ImageLayout(reference="host", root_lower=skeleton, overlays=overlays, hidden=("/etc/ssl/private",))
 
 

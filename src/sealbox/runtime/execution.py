@@ -44,7 +44,7 @@ class Exit:
 
     @property
     def signal(self) -> int | None:
-        """The signal that ended the command, if the exit code says so (128 + N)."""
+        """The signal that ended the command when the exit code is 128 + N, else None."""
         return self.exit_code - 128 if 128 < self.exit_code < 160 else None
 
 
@@ -114,7 +114,7 @@ async def exec_stream(
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     # The runtime reports a failed start ("exec failed: ...") on stderr and exits
-    # 255. Such a first chunk is held back until the exit code tells whether it
+    # 255. Such a first chunk is held back until the exit code shows whether it
     # was that failure (replaced by a shell-style message) or the command's own.
     held_stderr = bytearray()
     holding = True

@@ -112,9 +112,9 @@ def _spawn_supervisor(config: dict[str, Any], state_dir: Path, lifeline_read: in
     """Start the supervisor as a daemon forked from this process and return its one report.
 
     Forking skips the interpreter start and the imports a fresh `python -m`
-    would pay (about 100 ms). The intermediate child exits at once, so the
-    supervisor is adopted by init (or the nearest subreaper) and never
-    becomes a zombie of the creator; the secret values reach it in memory.
+    would pay (about 100 ms). The intermediate child exits at once, so init
+    (or the nearest subreaper) adopts the supervisor, which never becomes a
+    zombie of the creator. The secret values reach it in memory.
     """
     # Import the gateway here, once per process, so forked supervisors start with it loaded.
     if config["spec"]["network"].get("enabled", True):

@@ -57,7 +57,7 @@ def assemble_rootfs(layout: ImageLayout, state_dir: Path) -> Path:
 
 
 def _write_whiteout(overlays: list[tuple[str, Path]], layers: Path, hidden: str) -> None:
-    """Hide `hidden` by a whiteout (a 0/0 character device) in the upper layer of the overlay that holds it."""
+    """Hide `hidden` by a whiteout (a 0/0 character device) in the upper layer of the overlay that contains it."""
     best = max(
         (i for i, (inside, _) in enumerate(overlays) if hidden == inside or hidden.startswith(inside.rstrip("/") + "/")),
         key=lambda i: len(overlays[i][0]),
@@ -92,7 +92,7 @@ def write_etc(rootfs: Path, *, hostname: str, user: str | None, add_hosts: dict[
     hosts += "".join(f"{address}\t{name}\n" for name, address in add_hosts.items())
     (etc / "hosts").write_text(hosts)
     (etc / "hostname").write_text(hostname + "\n")
-    # Every DNS query is redirected to the gateway, whatever server a program asks.
+    # Every DNS query is redirected to the gateway, whatever server a program uses.
     (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions edns0\n")
     return resolve_user(rootfs, user)
 

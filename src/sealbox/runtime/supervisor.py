@@ -257,7 +257,7 @@ def _configure_logging(state_dir: Path) -> None:
 
 
 def run_supervisor(config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> int:
-    """Set the sandbox up, call `report` once with the outcome, then serve until told to stop."""
+    """Set the sandbox up, call `report` once with the outcome, then serve until a stop is requested."""
     name = config["spec"]["name"]
     paths = Paths(Path(config["home"]))
     state_dir = paths.sandbox_dir(name)
