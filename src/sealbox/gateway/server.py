@@ -49,6 +49,9 @@ PEEK_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0          # seconds a closing stream may wait for the peer before it is aborted
+# Stream buffer limit: a reader pauses its transport at twice this, so small
+# limits mean many pause/resume cycles on bulk transfers.
+STREAM_LIMIT = 4 * 1024 * 1024
 INTERCEPT_ALPN = ("http/1.1",)  # NOTE: HTTP/2 is not relayed yet, so intercepted connections offer http/1.1 only.
 
 
@@ -306,7 +309,7 @@ class Gateway:
         alpn = [protocol for protocol in INTERCEPT_ALPN if protocol in offered]
         context = self.leaves.server_context(sni, alpn)
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**20, loop=loop)
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         transport, _ = await loop.connect_accepted_socket(
             lambda: protocol, client, ssl=context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
@@ -319,7 +322,7 @@ class Gateway:
         # Upstream first: nothing is sent to it before its certificate verifies for the SNI.
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
-                sock=upstream, ssl=await self.upstream_tls(), server_hostname=sni, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+                limit=STREAM_LIMIT, sock=upstream, ssl=await self.upstream_tls(), server_hostname=sni, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
             )
         except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
             reason = _tls_failure(exc)
@@ -345,8 +348,8 @@ class Gateway:
 
     async def _plain_http(self, client: socket.socket, upstream: socket.socket, connection_id: int, host: str,
                           port: int, counters: RelayCounters) -> None:
-        client_reader, client_writer = await asyncio.open_connection(sock=client, limit=2**20)
-        upstream_reader, upstream_writer = await asyncio.open_connection(sock=upstream, limit=2**20)
+        client_reader, client_writer = await asyncio.open_connection(sock=client, limit=STREAM_LIMIT)
+        upstream_reader, upstream_writer = await asyncio.open_connection(sock=upstream, limit=STREAM_LIMIT)
         from sealbox.gateway.http_session import HttpSession
 
         session = HttpSession(self.sandbox, connection_id, host, port, False, self.secrets, self.substituter,
