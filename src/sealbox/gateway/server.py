@@ -319,6 +319,7 @@ class Gateway:
 
     async def _intercept(self, client: socket.socket, upstream: socket.socket, connection_id: int, sni: str, port: int,
                          classification: Classification, counters: RelayCounters) -> None:
+        # NOTE: bulk throughput here is bound by asyncio's TLS record handling (about a third of direct on 2 cores).
         # Upstream first: nothing is sent to it before its certificate verifies for the SNI.
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
