@@ -253,9 +253,9 @@ def add_rows(section: Section, size: int, throughput: dict[str, list[float]], co
     if gateway_busy < SATURATED_PERCENT:
         ratio.bound += (
             "With neither the cores nor the gateway saturated, waiting sets the pace: the relay moves each chunk "
-            "in two steps (socket to pipe, pipe to socket) and returns to the event loop whenever a buffer is "
-            "empty or full, a hop the direct path does not have. This cause is inferred from the CPU figures, "
-            "not measured on its own. "
+            "in two steps (socket to pipe, pipe to socket) and waits whenever a buffer is empty or full, a hop "
+            "the direct path does not have. This cause is inferred from the CPU figures, not measured on its "
+            "own. "
         )
     else:
         ratio.bound += "The cores were saturated, so the extra hop's kernel work competes with the server and curl. "

@@ -10,8 +10,11 @@ that fails gets a section with its error instead of numbers. With the
 defaults (20 runs, 1 GiB transfers) the whole suite takes about 15 minutes
 on 2 cores.
 
-Every sample is also kept in bench/results.json, next to the page it came
-from; `--render-only` rewrites the page from that file without measuring.
+Before each script it waits, at most QUIET_WAIT seconds, until other work
+leaves the CPU mostly idle. Every sample is also kept in bench/results.json,
+next to the page it came from; `--render-only` rewrites the page from that
+file without measuring, and `--only` replaces just the named scripts'
+sections in it.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from bench.common import (  # noqa: E402
     BENCH_DIR,
     DEFAULT_RUNS,
     REPO,
+    busy_percent,
     command_line,
     format_value,
     load_average,
+    machine_cpu_jiffies,
     require_root,
 )
 
@@ -48,6 +53,12 @@ SIZED_SCRIPTS = ("gateway", "secrets")
 MITMDUMP = BENCH_DIR / ".venv-mitmproxy" / "bin" / "mitmdump"
 RESULTS = BENCH_DIR / "results.json"
 SCRIPT_TIMEOUT = 1800.0
+# Before each script, wait up to QUIET_WAIT seconds for the machine to be at
+# most QUIET_PERCENT busy over a QUIET_SAMPLE-second sample, so that other
+# work on a shared machine disturbs fewer runs. The script starts anyway after that.
+QUIET_PERCENT = 25.0
+QUIET_SAMPLE = 2.0
+QUIET_WAIT = 120.0
 
 
 # -- machine facts ------------------------------------------------------------------
@@ -105,6 +116,18 @@ def machine_facts() -> list[tuple[str, str]]:
 # -- running the scripts ------------------------------------------------------------
 
 
+def wait_for_quiet() -> float:
+    """Wait until the machine's CPU is at most QUIET_PERCENT busy or QUIET_WAIT passed; return the last busy %."""
+    deadline = time.monotonic() + QUIET_WAIT
+    while True:
+        before = machine_cpu_jiffies()
+        time.sleep(QUIET_SAMPLE)
+        busy = busy_percent(before, machine_cpu_jiffies())
+        if busy <= QUIET_PERCENT or time.monotonic() > deadline:
+            return busy
+        print(f"waiting for other work: the machine is {busy:.0f} % busy", file=sys.stderr, flush=True)
+
+
 def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
     """Run bench/NAME.py with --json and return its section, or a section that carries the error."""
     json_path = directory / f"{name}.json"
@@ -113,6 +136,7 @@ def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[
         argv += ["--size-mib", str(options.size_mib)]
     if name == "secrets" and options.no_mitmproxy:
         argv.append("--no-mitmproxy")
+    busy = wait_for_quiet()
     print(f"running bench/{name}.py ...", file=sys.stderr, flush=True)
     # Other work may commit to this tree during a run, so each script records the code it started with.
     revision = source_revision()
@@ -131,6 +155,7 @@ def run_script(name: str, options: argparse.Namespace, directory: Path) -> dict[
                 "error": error or "no results written"}
     section = json.loads(json_path.read_text())
     section["revision"] = revision
+    section["busy_before"] = busy
     return section
 
 
@@ -163,6 +188,9 @@ def machine_summary(facts: list[tuple[str, str]]) -> str:
 
 def render_section(section: dict[str, Any], facts: list[tuple[str, str]]) -> list[str]:
     lines = [f"## {section['title']}", ""]
+    quiet = ""
+    if "busy_before" in section:
+        quiet = f"; CPU {section['busy_before']:.0f} % busy over the {QUIET_SAMPLE:g} s before the start"
     if "error" in section:
         lines += [f"`{section['script']}` failed at sealbox {section['revision']}, so this run has no numbers "
                   "for it:", "", "```",
@@ -172,7 +200,7 @@ def render_section(section: dict[str, Any], facts: list[tuple[str, str]]) -> lis
         f"- command: `{section['command']}`",
         f"- runs: {section['runs']} of each measurement, started {section['started']}, "
         f"{section['seconds'] / 60:.1f} minutes",
-        f"- load average: {section['load_before']} before, {section['load_after']} after",
+        f"- load average: {section['load_before']} before, {section['load_after']} after{quiet}",
         f"- code: sealbox at {section['revision']}",
         f"- {machine_summary(facts)}",
         "",
@@ -198,14 +226,14 @@ def render_section(section: dict[str, Any], facts: list[tuple[str, str]]) -> lis
 
 
 def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command: str, started: float,
-           seconds: float) -> str:
+           seconds: float, kept: list[str]) -> str:
     lines = [
         "# Benchmarks",
         "",
         "Measured speed and memory of sealbox's runtime, its egress gateway and its secret interception, each "
-        "beside the floor or the direct path it is compared with. `bench/run_all.py` wrote this page from one "
-        "run of the whole suite on the machine below; see bench/README.md for how to run it and what each "
-        "script does. Everything runs against the local test world on 127.0.0.1.",
+        "beside the floor or the direct path it is compared with. `bench/run_all.py` wrote this page on the "
+        "machine below; see bench/README.md for how to run it and what each script does. Everything runs "
+        "against the local test world on 127.0.0.1.",
         "",
         "## Machine and run",
         "",
@@ -215,6 +243,9 @@ def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command
         f"| command | `{cell(command)}`, from the repository root |",
         f"| total time | {seconds / 60:.1f} minutes |",
     ]
+    if kept:
+        lines.append(f"| sections kept from an earlier run | {', '.join(kept)} (each section names its own date, "
+                     "command and commit) |")
     lines += [f"| {name} | {cell(value)} |" for name, value in facts]
     lines += [
         "",
@@ -257,14 +288,28 @@ def main() -> None:
         if options.runs < 1:
             parser.error(f"invalid --runs {options.runs}: expected 1 or more")
         results = measure_all(options)
+        if options.only and results_path.exists():
+            results = merge_results(json.loads(results_path.read_text()), results)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
     facts = [(name, value) for name, value in results["facts"]]
     output.write_text(render(results["sections"], facts, results["command"], results["started"],
-                             results["seconds"]))
+                             results["seconds"], results.get("kept", [])))
     print(f"wrote {output} and {results_path}", file=sys.stderr)
     failed = [section["script"] for section in results["sections"] if "error" in section]
     if failed:
         sys.exit(f"failed: {', '.join(failed)} (see {output})")
+
+
+def merge_results(previous: dict[str, Any], latest: dict[str, Any]) -> dict[str, Any]:
+    """Put the sections of a run with --only into the saved results, keeping the other scripts' sections."""
+    ran = {section["script"] for section in latest["sections"]}
+    by_script = {section["script"]: section for section in previous["sections"]}
+    by_script.update({section["script"]: section for section in latest["sections"]})
+    kept = [section["title"] for script, section in by_script.items() if script not in ran]
+    merged = dict(latest)
+    merged["sections"] = [by_script[f"bench/{name}.py"] for name in SCRIPTS if f"bench/{name}.py" in by_script]
+    merged["kept"] = kept
+    return merged
 
 
 def measure_all(options: argparse.Namespace) -> dict[str, Any]:
