@@ -38,6 +38,7 @@ from sealbox.spec.secret import Secret
 log = logging.getLogger(__name__)
 
 PIPELINE_DRAIN_TIMEOUT = 5.0
+_AUTHORIZATION_HEADERS = (b"authorization", b"proxy-authorization")
 
 
 @dataclass
@@ -66,6 +67,10 @@ class HttpSession:
     counters: RelayCounters = field(default_factory=RelayCounters)
     pending: deque[_PendingRequest] = field(default_factory=deque)
     _last_request: _PendingRequest | None = None  # the request whose body is being relayed
+    _placeholders: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._placeholders = tuple(secret.placeholder.encode() for secret in self.secrets if secret.placeholder)
 
     # -- the head callback -------------------------------------------------------
 
@@ -86,6 +91,11 @@ class HttpSession:
         substituted: list[str] = []
         violations: list[str] = []
         for index, header in enumerate(head.headers):
+            # Header values carry placeholders literally, or base64-encoded in Basic credentials.
+            if header.name.lower() not in _AUTHORIZATION_HEADERS and not any(
+                placeholder in header.value for placeholder in self._placeholders
+            ):
+                continue
             rewrite = self.substituter.header_value(header.name, header.value, self.host, self.port, tls=self.tls)
             if rewrite.substituted:
                 values[index] = rewrite.data
