@@ -204,6 +204,8 @@ async def measure_memory(world: Any, volume: str, runs: int) -> dict[str, list[f
         samples.setdefault(key, []).append(value)
 
     for index in range(runs):
+        # NOTE: the supervisor is forked from this process, so its VmRSS includes pages shared with the
+        # benchmark; the `sealbox create` sample shows one forked from the smaller CLI process.
         async with await Sandbox.create(f"bench-rss-{index}", network=gateway_network(world),
                                         volumes=[volume]) as sandbox:
             pid = sandbox._record.supervisor_pid

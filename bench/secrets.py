@@ -51,6 +51,7 @@ from bench.common import (  # noqa: E402
     BENCH_DIR,
     CLIENTS_DIR,
     DEFAULT_RUNS,
+    GIB,
     MIB,
     SANDBOX_CLIENTS,
     SYSTEM_PYTHON,
@@ -209,6 +210,8 @@ class Clients:
         return expect_success(output, f"curl {path} through the interception")
 
     def proxy_curl(self, arguments: list[str], path: str) -> str:
+        # NOTE: mitmproxy is given the world's address, not echo.test, so that it never asks the host's
+        # resolver; its TLS to the client and to the server therefore carries no SNI name.
         assert self.proxy is not None
         argv = ["curl", "--http1.1", "-sS", "--proxy", f"http://{self.proxy.address}",
                 "--cacert", str(self.proxy.ca_path), "-H", f"Authorization: Bearer {self.placeholder}",
@@ -379,16 +382,21 @@ def add_rows(section: Section, samples: dict[str, list[float]], size: int, mitmp
 
     direct_clone = section.add(Row(f"full clone of org/{REPOSITORY}.git, git on the host, direct", "s",
                                    samples["clone direct"]))
-    section.add(Row(f"full clone of org/{REPOSITORY}.git, git in a sandbox, intercepted", "s",
-                    samples["clone intercepted"]))
+    intercepted_clone = section.add(Row(f"full clone of org/{REPOSITORY}.git, git in a sandbox, intercepted", "s",
+                                        samples["clone intercepted"]))
     clone_ratio = section.add(Row("intercepted clone time ÷ direct (paired runs)", "x",
                                   paired(samples["clone intercepted"], samples["clone direct"]),
                                   target=Target("≤ 1.15x", 1.15, "max")))
+    pack_bytes = median(samples["clone pack bytes"])
+    cpu_per_gib = median(samples["download intercepted cpu"]) * GIB / size
+    delta = intercepted_clone.median - direct_clone.median
     clone_ratio.bound = (
-        f"The clone fetches a {median(samples['clone pack bytes']) / 1e6:.0f} MB pack and 4,000 refs. The server "
-        "side (nginx, fcgiwrap, git http-backend and pack-objects) and git's index-pack and checkout share the "
-        f"2 cores with the gateway, which used {median(samples['clone intercepted cpu']):.2f} s of CPU per clone "
-        f"(direct clone: {direct_clone.median:.2f} s)."
+        f"The clone fetches a {pack_bytes / 1e6:.0f} MB pack and 4,000 refs. The server side (nginx, fcgiwrap, "
+        "git http-backend and pack-objects) and git's index-pack and checkout share the 2 cores with the "
+        f"gateway, which used {median(samples['clone intercepted cpu']):.2f} s of CPU per clone. The intercepted "
+        f"clone took {delta:.2f} s longer than the direct one ({direct_clone.median:.2f} s); decrypting and "
+        f"re-encrypting the pack alone costs the gateway about {pack_bytes / GIB * cpu_per_gib:.2f} s of CPU at "
+        f"the {cpu_per_gib:.2f} s per GiB of the intercepted download."
     )
 
     section.add(Row(f"keep-alive GET / rate, {KEEPALIVE_REQUESTS} requests on one connection, direct", "req/s",
