@@ -46,16 +46,22 @@ def _runc_containers() -> list[str]:
 
 
 def _supervisor_pids() -> list[int]:
+    """Return supervisors of this run: processes named sbx-* with a file open under this run's SEALBOX_HOME.
+
+    Supervisors are forked, so their command line is their creator's; the
+    name and the open log file identify them.
+    """
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            if not Path(f"/proc/{entry}/comm").read_text().startswith("sbx-"):
+                continue
+            targets = [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
         except OSError:
             continue
-        if b"sealbox.runtime.supervisor" in cmdline and f"SEALBOX_HOME={_HOME}".encode() in environ:
+        if any(target.startswith(str(_HOME)) for target in targets):
             pids.append(int(entry))
     return pids
 

@@ -24,6 +24,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -58,6 +59,11 @@ def setns(fd: int, nstype: int = 0, path: str | None = None) -> None:
 
 def prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), f"prctl({option})")
+
+
+def set_process_name(name: str) -> None:
+    """Set the name `ps -o comm`, top and /proc/PID/comm show (the kernel keeps 15 bytes)."""
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def make_mounts_private() -> None:

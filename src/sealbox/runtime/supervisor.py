@@ -36,7 +36,7 @@ from sealbox.images import resolve_image
 from sealbox.netns.namespace import ListenerSockets, NetworkNamespace, bind_listeners, create_namespace
 from sealbox.runtime.bundle import BundleInputs, build_config
 from sealbox.runtime.cgroups import cgroup_path, remove_cgroups
-from sealbox.runtime.linux import PR_SET_CHILD_SUBREAPER, make_mounts_private, prctl
+from sealbox.runtime.linux import PR_SET_CHILD_SUBREAPER, make_mounts_private, prctl, set_process_name
 from sealbox.runtime.oci import get_runtime
 from sealbox.runtime.process_env import ProcessSettings, base_environment
 from sealbox.runtime.rootfs import assemble_rootfs, unmount_rootfs, write_etc
@@ -86,6 +86,8 @@ class Supervisor:
 
     def setup(self) -> None:
         self._step_started = time.monotonic()
+        # Forked from the creator, the supervisor keeps its command line; the name at least says what it is.
+        set_process_name(f"sbx-{self.spec.name}")
         make_mounts_private()
         prctl(PR_SET_CHILD_SUBREAPER, 1)
 
