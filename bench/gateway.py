@@ -278,10 +278,10 @@ def add_rows(section: Section, size: int, throughput: dict[str, list[float]], co
                         connections[f"{mode} gateway rate"], higher_is_better=True))
     tcp_added = added_rows["tcp"].median
     added_rows["tcp"].bound = (
-        "Per connection the gateway accepts the redirected connection, reads SO_ORIGINAL_DST, maps the fake "
-        "address back to the name, waits for the first bytes to classify them, checks the policy, dials "
-        "upstream and starts two splice relays, all on one Python event loop that shares the cores with the "
-        "client and the server."
+        "Per connection the gateway accepts the redirected connection, reads SO_ORIGINAL_DST and maps the fake "
+        "address back to the name. It waits for the first bytes to classify them, checks the policy, dials "
+        "upstream and starts two splice relays. All of this runs on one Python event loop, which shares the "
+        "cores with the client and the server."
     )
     added_rows["tls"].bound = (
         f"The set-up of a relayed connection (TCP row below) accounts for {tcp_added:.2f} ms. The remaining "
@@ -331,7 +331,7 @@ async def run_benchmarks(runs: int, size: int, directory: Path) -> Section:
         "curl runs with --http1.1 on both sides, so the server's HTTP/2 code is not part of the comparison; "
         "its own -w '%{time_total}' times each transfer, which leaves out process start and sandbox exec. "
         "The connection loops run the host's /usr/bin/python3 on both sides, resolve the name once before "
-        f"the loop, and make {CONNECTIONS_PER_RUN} connections per run; a run's value is the median of its "
+        f"the loop, and make {CONNECTIONS_PER_RUN} connections per run. A run's value is the median of its "
         "connections, and the added time is the sandbox's value minus the host's of the same run."
     )
     return section

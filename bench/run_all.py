@@ -167,7 +167,14 @@ def cell(text: str) -> str:
 
 
 def result_text(row: dict[str, Any]) -> str:
-    return {"met": "met", "missed": "**missed**"}.get(row["status"], "")
+    """Return met or missed for the median, noting a p90 on the other side of the target."""
+    if not row["target"]:
+        return ""
+    target = row["target"]
+    p90_met = row["p90"] <= target["limit"] if target["kind"] == "max" else row["p90"] >= target["limit"]
+    if row["status"] == "met":
+        return "met" if p90_met else "met (p90 misses)"
+    return "**missed**" if not p90_met else "**missed** (p90 meets)"
 
 
 def rows_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -250,10 +257,10 @@ def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command
     lines += [
         "",
         "Each number is the median of the runs stated in its section. p90 is the 90th percentile on the "
-        "worse side (nearest rank): for times, sizes and overheads the value that 90 % of the runs stayed at "
-        "or below, for rates and ratios the value that 90 % of the runs reached or beat. Ratios come from "
-        "paired runs, made one right after the other. A target is met when the median meets it. The machine "
-        "is shared with other work, which the load averages in each section show.",
+        "worse side, by the nearest-rank method. For times, sizes and overheads it is the value that 90 % of "
+        "the runs stayed at or below. For rates and ratios it is the value that 90 % of the runs reached or "
+        "beat. Ratios come from paired runs, made one right after the other. A target is met when the median "
+        "meets it. The machine is shared with other work, which the load averages in each section show.",
         "",
         "## Targets",
         "",
@@ -294,7 +301,8 @@ def main() -> None:
     facts = [(name, value) for name, value in results["facts"]]
     output.write_text(render(results["sections"], facts, results["command"], results["started"],
                              results["seconds"], results.get("kept", [])))
-    print(f"wrote {output} and {results_path}", file=sys.stderr)
+    written = str(output) if options.render_only else f"{output} and {results_path}"
+    print(f"wrote {written}", file=sys.stderr)
     failed = [section["script"] for section in results["sections"] if "error" in section]
     if failed:
         sys.exit(f"failed: {', '.join(failed)} (see {output})")

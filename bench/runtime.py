@@ -439,8 +439,9 @@ def fill_bounds(section: Section, steps: dict[str, list[float]], config: dict[st
                 "loads the system trust store."
             )
     if sdk_share > 0:
-        share = (f"the SDK's exec took {sdk_share:.1f} ms more (median of the paired differences) for the "
-                 "registry read, the process settings, runc's --log and --pid-file, the subprocess and its pipes")
+        share = (f"the SDK's exec took {sdk_share:.1f} ms more (median of the paired differences). That share "
+                 "covers the registry read, the process settings, runc's --log and --pid-file, the subprocess "
+                 "and its pipes")
     else:
         share = (f"the SDK's exec took {-sdk_share:.1f} ms less (median of the paired differences), so its own "
                  "work is within the noise")
@@ -495,9 +496,9 @@ async def run_benchmarks(runs: int, home: Path) -> Section:
         interpreter = interpreter.relative_to(REPO)
     section.notes.append(
         "Sandboxes use the default `host` image. The floors run the same work without sealbox: bare runc with "
-        "a minimal bundle, measured in the same loops as the sandboxes they are compared with (one bare "
-        "`runc run` before each pair of creates, a bare `runc exec` before each exec), and the interpreter that "
-        f"the SDK and the CLI run in ({interpreter})."
+        "a minimal bundle, and the interpreter that the SDK and the CLI run in "
+        f"({interpreter}). Bare runc runs in the same loops as the sandboxes it is compared with: one bare "
+        "`runc run` before each pair of creates, and one bare `runc exec` before each exec."
     )
     return section
 
