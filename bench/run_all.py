@@ -239,8 +239,10 @@ def render(sections: list[dict[str, Any]], facts: list[tuple[str, str]], command
         "",
         "Measured speed and memory of sealbox's runtime, its egress gateway and its secret interception, each "
         "beside the floor or the direct path it is compared with. `bench/run_all.py` wrote this page on the "
-        "machine below; see bench/README.md for how to run it and what each script does. Everything runs "
-        "against the local test world on 127.0.0.1.",
+        "machine below, and bench/README.md says what each script does. Everything runs against the local "
+        "test world on 127.0.0.1. To measure again (about 10 minutes on 2 cores), from the repository root:",
+        "",
+        "    sudo .venv/bin/python bench/run_all.py",
         "",
         "## Machine and run",
         "",
