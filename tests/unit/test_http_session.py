@@ -111,3 +111,17 @@ def test_audit_path_keeps_placeholder_not_value(tmp_path, secrets):
     assert isinstance(decision, Forward)
     assert GITHUB_VALUE.encode() in decision.head
     assert GITHUB_VALUE not in (tmp_path / "audit.jsonl").read_text()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("GitHub.com", "github.com"),
+    ("github.com:443", "github.com"),
+    ("github.com.", "github.com"),
+    ("[::1]:8443", "::1"),
+    ("[::1]", "::1"),
+    ("host:notaport", "host:notaport"),
+])
+def test_host_name_of_header(value, expected):
+    from sealbox.gateway.http1_common import host_name
+
+    assert host_name(value) == expected

@@ -165,6 +165,16 @@ def connection_tokens(values: list[bytes]) -> set[bytes]:
     return tokens
 
 
+def host_name(host: str) -> str:
+    """Return the name of a Host header value: without the port or IPv6 brackets, lower-case, no trailing dot."""
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        before, _, port = host.rpartition(":")
+        name = before if before and port.isdigit() else host
+    return name.lower().rstrip(".")
+
+
 def render_error_response(status: int, body: bytes) -> bytes:
     """Return a complete HTTP/1.1 response with a plain-text body that closes the connection."""
     try:

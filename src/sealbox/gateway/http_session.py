@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sealbox.gateway.audit import AuditLog
-from sealbox.gateway.http1_common import Tunnel, render_error_response
+from sealbox.gateway.http1_common import Tunnel, host_name, render_error_response
 from sealbox.gateway.http1_request import (
     BodyNotRewritten,
     EndOfStream,
@@ -77,11 +77,11 @@ class HttpSession:
     def on_head(self, head: RequestHead) -> Forward | Reject:
         host_header = head.get(b"host")
         if host_header is not None and self.tls:
-            host_name = _strip_port(host_header.decode("latin-1")).lower().rstrip(".")
-            if host_name != self.host:
+            requested = host_name(host_header.decode("latin-1"))
+            if requested != self.host:
                 self.audit.write("violation", conn=self.connection_id, reason="host mismatch",
-                                 sni=self.host, host=host_name, method=head.method.decode("latin-1"))
-                return Reject(421, f"Misdirected Request: Host header {host_name!r} does not match the TLS server name {self.host!r}")
+                                 sni=self.host, host=requested, method=head.method.decode("latin-1"))
+                return Reject(421, f"Misdirected Request: Host header {requested!r} does not match the TLS server name {self.host!r}")
 
         if self.substituter is None:
             self._note_request(head, ())
@@ -279,13 +279,6 @@ async def _wait_until(condition: asyncio.Condition, predicate: Any, timeout: flo
             await asyncio.wait_for(condition.wait_for(predicate), timeout)
         except asyncio.TimeoutError:
             pass
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    name, _, port = host.rpartition(":")
-    return name if name and port.isdigit() else host
 
 
 def _path(target: bytes) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from sealbox.gateway.audit import AuditLog
 from sealbox.gateway.clienthello import Classification
 from sealbox.gateway.fakeip import FakeAddressPool
-from sealbox.gateway.http1_common import render_error_response
+from sealbox.gateway.http1_common import host_name, render_error_response
 from sealbox.gateway.policy import Destination, PolicyEngine, Verdict
 from sealbox.gateway.relay import RelayCounters, splice_relay
 from sealbox.gateway.resolver import ResolutionError, Resolver
@@ -195,7 +195,7 @@ class Gateway:
 
         classification = await peek_classification(client, FIRST_BYTE_TIMEOUT, PEEK_TIMEOUT)
         sni = classification.client_hello.sni if classification.client_hello else None
-        http_host = _host_without_port(classification.http.host) if classification.http and classification.http.host else None
+        http_host = host_name(classification.http.host) if classification.http and classification.http.host else None
         names = tuple(dict.fromkeys(n for n in (name, sni, http_host) if n))
         event = {
             "conn": connection_id, "name": name, "ip": str(address), "port": port, "kind": classification.kind,
@@ -484,13 +484,6 @@ async def _close_streams(*writers: asyncio.StreamWriter) -> None:
             await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
         except (OSError, ssl.SSLError, asyncio.TimeoutError):
             writer.transport.abort()
-
-
-def _host_without_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    name, _, port = host.rpartition(":")
-    return (name if name and port.isdigit() else host).lower().rstrip(".")
 
 
 def _tls_failure(exc: BaseException) -> str:
