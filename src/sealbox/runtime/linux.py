@@ -66,6 +66,24 @@ def set_process_name(name: str) -> None:
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+def clear_command_line_and_environ(title: str) -> None:
+    """Overwrite this process's argv and initial environment block, as /proc/PID/cmdline and environ show them.
+
+    A forked supervisor keeps its creator's memory, so `sealbox create
+    --secret NAME=VALUE@HOST` would leave the value readable in ps for the
+    sandbox's lifetime. The areas come from fields 48-51 of /proc/self/stat
+    (arg_start, arg_end, env_start, env_end, Linux 3.5 and later).
+    """
+    with open("/proc/self/stat", "rb") as stat_file:
+        data = stat_file.read()
+    fields = data[data.rindex(b")") + 2 :].split()
+    arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
+    ctypes.memset(env_start, 0, env_end - env_start)
+    ctypes.memset(arg_start, 0, arg_end - arg_start)
+    encoded = title.encode()[: max(arg_end - arg_start - 1, 0)]
+    ctypes.memmove(arg_start, encoded, len(encoded))
+
+
 def make_mounts_private() -> None:
     """Enter a new mount namespace whose mounts never propagate back to the host.
 

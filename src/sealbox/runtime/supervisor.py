@@ -36,7 +36,13 @@ from sealbox.images import resolve_image
 from sealbox.netns.namespace import ListenerSockets, NetworkNamespace, bind_listeners, create_namespace
 from sealbox.runtime.bundle import BundleInputs, build_config
 from sealbox.runtime.cgroups import cgroup_path, remove_cgroups
-from sealbox.runtime.linux import PR_SET_CHILD_SUBREAPER, make_mounts_private, prctl, set_process_name
+from sealbox.runtime.linux import (
+    PR_SET_CHILD_SUBREAPER,
+    clear_command_line_and_environ,
+    make_mounts_private,
+    prctl,
+    set_process_name,
+)
 from sealbox.runtime.oci import get_runtime
 from sealbox.runtime.process_env import ProcessSettings, base_environment
 from sealbox.runtime.rootfs import assemble_rootfs, unmount_rootfs, write_etc
@@ -86,8 +92,10 @@ class Supervisor:
 
     def setup(self) -> None:
         self._step_started = time.monotonic()
-        # Forked from the creator, the supervisor keeps its command line; the name at least says what it is.
+        # Forked from the creator, the supervisor would show the creator's command line and
+        # environment, which may contain secret values; both are replaced.
         set_process_name(f"sbx-{self.spec.name}")
+        clear_command_line_and_environ(f"sealbox supervisor {self.spec.name}")
         make_mounts_private()
         prctl(PR_SET_CHILD_SUBREAPER, 1)
 
