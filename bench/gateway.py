@@ -44,7 +44,6 @@ from bench.common import (  # noqa: E402
     Target,
     client_volume,
     command_line,
-    connect_to_entries,
     cpu_seconds,
     curl_result,
     expect_success,
@@ -77,7 +76,7 @@ SATURATED_PERCENT = 90.0
 
 def gateway_network(world: Any) -> Network:
     """Return the default policy (public_only) with static map entries that point the world's names at it."""
-    return Network(connect_to=connect_to_entries(world))
+    return Network(connect_to=world.connect_to_entries())
 
 
 # -- throughput -----------------------------------------------------------------
@@ -186,7 +185,7 @@ async def hold_connections(sandbox: Sandbox, pid: int) -> tuple[int, int, int, f
 async def cli_created_rss(world: Any, name: str) -> int:
     """Create a detached sandbox with `sealbox create`, return its supervisor's VmRSS in KiB, and remove it."""
     arguments = [str(Path(sys.executable).parent / "sealbox"), "create", name]
-    for entry in connect_to_entries(world):
+    for entry in world.connect_to_entries():
         arguments += ["--connect-to", entry]
     run_checked(arguments)
     sandbox = await Sandbox.get(name)

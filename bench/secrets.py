@@ -60,7 +60,6 @@ from bench.common import (  # noqa: E402
     Target,
     client_volume,
     command_line,
-    connect_to_entries,
     cpu_seconds,
     curl_result,
     expect_success,
@@ -465,7 +464,7 @@ async def run_benchmarks(runs: int, size: int, directory: Path, use_mitmproxy: b
     with started_world(directory / "world") as world:
         volumes = [client_volume(world, directory / "clients"), f"{data}:{DATA_DIR}:ro"]
         secret = Secret.env("TOKEN", value=world.token, allow_hosts=["echo.test", "github.com"])
-        network = Network(connect_to=connect_to_entries(world))
+        network = Network(connect_to=world.connect_to_entries())
         async with await Sandbox.create("bench-secrets", network=network, secrets=[secret], volumes=volumes,
                                         upstream_ca=[str(world.ca.cert_path)]) as sandbox:
             with ExitStack() as stack:

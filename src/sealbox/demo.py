@@ -1,10 +1,10 @@
 """The README's main job: a scoped secret through a real HTTPS git clone.
 
-Starts the local test world, creates a sandbox whose GITHUB_TOKEN is a
-placeholder scoped to github.com (mapped to the world's git server), clones
-the private repository inside it with plain `git`, and prints what the
-sandbox saw (the placeholder) and what the server received (the real token,
-as a SHA-256 digest). Nothing leaves this machine.
+Starts the local test world and creates a sandbox whose GITHUB_TOKEN is a
+placeholder scoped to github.com, which the gateway maps to the world's git
+server. Plain `git` clones the private repository inside the sandbox. The job
+prints what the sandbox saw (the placeholder) and what the server received
+(the real token, as a SHA-256 digest). Nothing leaves this machine.
 """
 
 from __future__ import annotations
@@ -16,22 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from sealbox import Network, Sandbox, Secret
+from sealbox import Sandbox, Secret
 from sealbox.gateway.audit import read_events
 from sealbox.testworld.repogen import default_cache_dir, ensure_large_repo
 from sealbox.testworld.world import TestWorld
 
 
-def _connect_to(world: TestWorld) -> list[str]:
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
-
-
 async def main_job(world: TestWorld) -> int:
-    network = Network(connect_to=_connect_to(world))
+    network = world.sandbox_network()
     secret = Secret.env("GITHUB_TOKEN", value=world.token, allow_hosts=["github.com"])
     url = "https://x-access-token:$GITHUB_TOKEN@github.com/org/private.git"
     async with await Sandbox.create("demo", network=network, secrets=[secret],

@@ -6,12 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from sealbox import Network, Sandbox
-from sealbox.demo import _connect_to
+from sealbox import Sandbox
 
 
 def test_stop_during_bulk_transfer(run, testworld):
-    network = Network(connect_to=_connect_to(testworld))
+    network = testworld.sandbox_network()
 
     async def scenario():
         sandbox = await Sandbox.create("bulkstop", network=network)

@@ -14,6 +14,8 @@ from sealbox import Network, Sandbox
 from sealbox.testworld import TestWorld
 from sealbox.testworld.repogen import LARGE_COMMITS
 
+world_connect_to = TestWorld.connect_to_entries
+
 WORLD_CA = "/etc/world-ca.pem"
 
 URLLIB_SCRIPT = """\
@@ -23,15 +25,6 @@ request = urllib.request.Request("https://echo.test/echo?client=urllib", data=b"
 with urllib.request.urlopen(request, context=context, timeout=20) as response:
     print(json.dumps({"status": response.status, "body": json.loads(response.read())}))
 """
-
-
-def world_connect_to(world: TestWorld) -> list[str]:
-    """Turn the world's `name:port -> address:port` map into connect_to entries."""
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
 
 
 def world_sandbox(world: TestWorld, name: str, **options):

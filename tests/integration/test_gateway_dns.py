@@ -19,6 +19,8 @@ from sealbox import Network, NetworkPolicy, Rule, Sandbox
 from sealbox.gateway.audit import read_events
 from sealbox.testworld import TestWorld
 
+world_connect_to = TestWorld.connect_to_entries
+
 FAKE_V4 = ipaddress.ip_network("198.18.0.0/15")
 FAKE_V6 = ipaddress.ip_network("100::/64")
 
@@ -44,15 +46,6 @@ else:
     reply = stream[2:]
 sys.stdout.write(reply.hex())
 """
-
-
-def world_connect_to(world: TestWorld) -> list[str]:
-    """Turn the world's `name:port -> address:port` map into connect_to entries."""
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
 
 
 def dns_network(world: TestWorld) -> Network:

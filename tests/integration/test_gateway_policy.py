@@ -24,6 +24,8 @@ from sealbox.gateway.audit import read_events
 from sealbox.netns.namespace import create_namespace
 from sealbox.testworld import TestWorld
 
+world_connect_to = TestWorld.connect_to_entries
+
 CANARY_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 CURL_OPTIONS = ["-sS", "--max-time", "20", "-w", "\\n%{http_code}"]
 
@@ -96,15 +98,6 @@ def canary():
         yield listener
     finally:
         listener.close()
-
-
-def world_connect_to(world: TestWorld) -> list[str]:
-    """Turn the world's `name:port -> address:port` map into connect_to entries."""
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
 
 
 def audit_events(sandbox: Sandbox, kind: str) -> list[dict]:

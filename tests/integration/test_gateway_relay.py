@@ -20,6 +20,8 @@ from sealbox.gateway.audit import read_events
 from sealbox.testworld import TestWorld, pattern_sha256
 from sealbox.testworld.pattern import PATTERN_BLOCK_SIZE, PATTERN_SEED
 
+world_connect_to = TestWorld.connect_to_entries
+
 WORLD_CA = "/etc/world-ca.pem"
 GIB = 1 << 30
 
@@ -119,15 +121,6 @@ for _ in range({GIB // PATTERN_BLOCK_SIZE}):
 @functools.cache
 def pattern_digest(size: int) -> str:
     return pattern_sha256(size)
-
-
-def world_connect_to(world: TestWorld) -> list[str]:
-    """Turn the world's `name:port -> address:port` map into connect_to entries."""
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
 
 
 def world_sandbox(world: TestWorld, name: str, policy: NetworkPolicy | None = None):

@@ -21,23 +21,10 @@ from sealbox.testworld.pypi import PROBE_PROJECT, PROBE_VERSION
 from sealbox.testworld.recording import Recording
 from sealbox.testworld.world import TestWorld
 
+world_network = TestWorld.sandbox_network
+
 API_VALUE = "sk-clients-" + "5e1d0c9b7a" * 4
 CURL = "curl --http1.1 -sS --fail-with-body"
-
-
-def world_network(world: TestWorld) -> Network:
-    """Return a network that reaches only the test world's names, through the gateway's static map.
-
-    Every other name is denied, so a client that tries a name outside the map
-    never makes the gateway look it up through the host's resolver.
-    """
-    connect_to = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        connect_to.append(f"{name}:{port}:{address}")
-    names = sorted({key.rpartition(":")[0] for key in world.name_map()})
-    policy = NetworkPolicy(default_egress=Action.DENY, rules=tuple(Rule.allow(name) for name in names))
-    return Network(policy=policy, connect_to=connect_to)
 
 
 def shell(sandbox: Sandbox, script: str, **options: object) -> ExecOutput:

@@ -27,6 +27,8 @@ from sealbox import Action, Network, NetworkPolicy, Rule, Sandbox, SandboxNotFou
 from sealbox.testworld.recording import Recording
 from sealbox.testworld.world import TestWorld
 
+world_network = TestWorld.sandbox_network
+
 API_VALUE = "sk-exact-" + "7f3a9c1e5b" * 4
 BODY_VALUE = "sk-body-" + "0d4e8b2a6c" * 4
 # A body of more than 100 MiB, made of a 1 MiB block that the client script
@@ -105,21 +107,6 @@ for step in spec["steps"]:
 sock.close()
 print(json.dumps({"responses": responses, "after": after.decode("latin-1")}))
 '''
-
-
-def world_network(world: TestWorld) -> Network:
-    """Return a network that reaches only the test world's names, through the gateway's static map.
-
-    Every other name is denied, so a client that tries a name outside the map
-    never makes the gateway look it up through the host's resolver.
-    """
-    connect_to = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        connect_to.append(f"{name}:{port}:{address}")
-    names = sorted({key.rpartition(":")[0] for key in world.name_map()})
-    policy = NetworkPolicy(default_egress=Action.DENY, rules=tuple(Rule.allow(name) for name in names))
-    return Network(policy=policy, connect_to=connect_to)
 
 
 @pytest.fixture(autouse=True)

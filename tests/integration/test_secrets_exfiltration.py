@@ -28,6 +28,8 @@ from sealbox.gateway.audit import read_events
 from sealbox.testworld.recording import Recording
 from sealbox.testworld.world import RecordingServer, TestWorld
 
+world_network = TestWorld.sandbox_network
+
 BLOCKED_REASON = "sealbox blocked this request: it carries the placeholder of secret GITHUB_TOKEN, "
 # Trusts both the sandbox's CA (intercepted hosts) and the test world's CA (canary.test, passed through).
 BOTH_CAS = "/tmp/both-cas.pem"
@@ -51,23 +53,6 @@ while data := sock.recv(65536):
     received += data
 sys.stdout.write(received.decode("latin-1"))
 '''
-
-
-def world_network(world: TestWorld, overrides: dict[str, str]) -> Network:
-    """Return a network that reaches only the test world's names, through the gateway's static map.
-
-    overrides replaces map entries (``name:port -> address:port``). Every other
-    name is denied, so a client that tries a name outside the map never makes
-    the gateway look it up through the host's resolver.
-    """
-    mapping = {**world.name_map(), **overrides}
-    connect_to = []
-    for key, address in mapping.items():
-        name, _, port = key.rpartition(":")
-        connect_to.append(f"{name}:{port}:{address}")
-    names = sorted({key.rpartition(":")[0] for key in mapping})
-    policy = NetworkPolicy(default_egress=Action.DENY, rules=tuple(Rule.allow(name) for name in names))
-    return Network(policy=policy, connect_to=connect_to)
 
 
 def shell(sandbox: Sandbox, script: str, **options: object) -> ExecOutput:

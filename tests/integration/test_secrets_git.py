@@ -23,26 +23,13 @@ from sealbox.testworld import TracedRequest, parse_curl_trace
 from sealbox.testworld.repogen import run_git
 from sealbox.testworld.world import TestWorld
 
+world_network = TestWorld.sandbox_network
+
 PRIVATE_URL = "https://x-access-token:$GITHUB_TOKEN@github.com/org/private.git"
 PUBLIC_URL = "https://github.com/org/public.git"
 TRACE_ENV = "GIT_TRACE_CURL_NO_DATA=1 GIT_TRACE_CURL"
 IDENTITY = "-c user.name=Test -c user.email=test@sealbox.invalid"
 PUSHED_BRANCH = "refs/heads/pushed-through-gateway"
-
-
-def world_network(world: TestWorld) -> Network:
-    """Return a network that reaches only the test world's names, through the gateway's static map.
-
-    Every other name is denied, so a client that tries a name outside the map
-    never makes the gateway look it up through the host's resolver.
-    """
-    connect_to = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        connect_to.append(f"{name}:{port}:{address}")
-    names = sorted({key.rpartition(":")[0] for key in world.name_map()})
-    policy = NetworkPolicy(default_egress=Action.DENY, rules=tuple(Rule.allow(name) for name in names))
-    return Network(policy=policy, connect_to=connect_to)
 
 
 def shell(sandbox: Sandbox, script: str, **options: object) -> ExecOutput:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from sealbox import Network, Sandbox, Secret
-from sealbox.demo import _connect_to
+from sealbox import Sandbox, Secret
 
 UNSET_CA_VARIABLES = "unset SSL_CERT_FILE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE GIT_SSL_CAINFO; "
 
 
 def test_ca_survives_update_ca_certificates(run, testworld):
     secret = Secret.env("ECHO_TOKEN", value="tok_" + "E" * 28, allow_hosts=["echo.test"])
-    network = Network(connect_to=_connect_to(testworld))
+    network = testworld.sandbox_network()
 
     async def scenario():
         async with await Sandbox.create("trust", network=network, secrets=[secret],
@@ -34,7 +33,7 @@ def test_sandbox_env_points_at_bundle(run, testworld):
     secret = Secret.env("ECHO_TOKEN", value="tok_" + "E" * 28, allow_hosts=["echo.test"])
 
     async def scenario():
-        async with await Sandbox.create("trustenv", network=Network(connect_to=_connect_to(testworld)),
+        async with await Sandbox.create("trustenv", network=testworld.sandbox_network(),
                                         secrets=[secret], upstream_ca=[str(testworld.ca.cert_path)]) as sandbox:
             output = await sandbox.shell('echo "$SSL_CERT_FILE $GIT_SSL_CAINFO $PIP_CERT"')
             assert output.stdout_text.split() == ["/etc/sealbox/ca-bundle.crt"] * 3

@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import sealbox
+from sealbox.spec.network import Action, Network, NetworkPolicy, Rule
 
 from .ca import TestCA
 from .nginx import NginxLayout, htpasswd_line, render_config
@@ -216,6 +217,26 @@ class TestWorld:
         mapping["canary.test:80"] = self.canary_plain.addr
         mapping["echo.test:7"] = self.tcp_echo.addr
         return mapping
+
+    def connect_to_entries(self, overrides: Mapping[str, str] | None = None) -> list[str]:
+        """Return ``name_map()``, updated with ``overrides``, as gateway ``connect_to`` entries (NAME:PORT:ADDR:PORT)."""
+        mapping = {**self.name_map(), **(overrides or {})}
+        entries = []
+        for key, address in mapping.items():
+            name, _, port = key.rpartition(":")
+            entries.append(f"{name}:{port}:{address}")
+        return entries
+
+    def sandbox_network(self, overrides: Mapping[str, str] | None = None) -> Network:
+        """Return a sandbox network that reaches only the world's names, through the gateway's static map.
+
+        Every other name is denied, so a client in the sandbox that tries a
+        name outside the map never makes the gateway ask the host's resolver.
+        """
+        mapping = {**self.name_map(), **(overrides or {})}
+        names = sorted({key.rpartition(":")[0] for key in mapping})
+        policy = NetworkPolicy(default_egress=Action.DENY, rules=tuple(Rule.allow(name) for name in names))
+        return Network(policy=policy, connect_to=self.connect_to_entries(overrides))
 
     # -- URLs and clients --------------------------------------------------
 
