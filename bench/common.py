@@ -33,6 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+# Sandboxes in benchmarks resolve names only through the gateway's static map, never the host's resolver.
+os.environ.setdefault("SEALBOX_SYSTEM_RESOLVER", "0")
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"
 # The host's own interpreter, which the default `host` image also has, so the
@@ -276,15 +279,6 @@ def timed(argv: Sequence[str], **options: Any) -> float:
 
 
 # -- sandboxes -------------------------------------------------------------------
-
-
-def connect_to_entries(world: Any) -> list[str]:
-    """Turn the world's ``name:port -> address`` map into ``Network(connect_to=...)`` entries."""
-    entries = []
-    for key, address in world.name_map().items():
-        name, _, port = key.rpartition(":")
-        entries.append(f"{name}:{port}:{address}")
-    return entries
 
 
 def client_volume(world: Any, directory: Path) -> str:

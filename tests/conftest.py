@@ -22,9 +22,11 @@ pytest_plugins = ["sealbox.testworld.pytest_plugin"]
 
 _HOME = Path(tempfile.mkdtemp(prefix="sealbox-test-home-"))
 os.environ["SEALBOX_HOME"] = str(_HOME)
-# A cgroup parent of this run's own, so the leak check never sees another sealbox on the machine.
+# A cgroup parent of this run's own, so the leak check never counts another sealbox on the machine.
 _CGROUP_PARENT = f"sealbox-test-{os.getpid()}"
 os.environ["SEALBOX_CGROUP_PARENT"] = _CGROUP_PARENT
+# Gateways in tests resolve names only through their static maps, never through the host's resolver.
+os.environ["SEALBOX_SYSTEM_RESOLVER"] = "0"
 # Host-side clients in tests choose their CA explicitly; the caller's CA variables must not leak in.
 for _variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
                   "PIP_CERT", "NODE_EXTRA_CA_CERTS", "AWS_CA_BUNDLE", "HTTPLIB2_CA_CERTS", "NIX_SSL_CERT_FILE",

@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import os
 import socket
 import ssl
 import struct
@@ -75,7 +76,9 @@ class Gateway:
         self.namespace = namespace
         self.engine = PolicyEngine(network.policy)
         self.pool = FakeAddressPool()
-        self.resolver = Resolver(network.connect_to, dict(network.hosts))
+        # SEALBOX_SYSTEM_RESOLVER=0 limits the gateway to the static maps (tests and air-gapped hosts).
+        use_system = os.environ.get("SEALBOX_SYSTEM_RESOLVER", "1") != "0"
+        self.resolver = Resolver(network.connect_to, dict(network.hosts), use_system=use_system)
         self._dns: Any = None  # DnsResponder, built at the first query (dnspython takes ~35 ms to import)
         self.add_host_names = {ipaddress.ip_address(address): name for name, address in network.add_hosts.items()}
         self.audit = AuditLog(audit_path, sandbox)

@@ -196,7 +196,7 @@ def check_prerequisites() -> None:
 
 
 def _supervisor_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "SEALBOX_HOME", "SEALBOX_CGROUP_PARENT", "PYTHONPATH", "LANG")}
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "SEALBOX_HOME", "SEALBOX_CGROUP_PARENT", "SEALBOX_SYSTEM_RESOLVER", "PYTHONPATH", "LANG")}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return env
 
