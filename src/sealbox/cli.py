@@ -162,7 +162,7 @@ async def _stream_to_terminal(sandbox: Sandbox, command: Sequence[str], timeout:
 
 
 class CommandAfterDashes(click.Command):
-    """A command whose trailing COMMAND... comes after `--`, kept apart from IMAGE and NAME."""
+    """Click command that takes its trailing COMMAND... after `--`, kept apart from IMAGE and NAME."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:

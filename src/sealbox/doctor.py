@@ -1,4 +1,4 @@
-"""`sealbox doctor`: check every prerequisite and say how to fix each."""
+"""`sealbox doctor`: check every prerequisite and print how to fix each missing one."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Used for intercepted TLS connections (after both TLS handshakes) and for
 plaintext HTTP. Client bytes go through the sans-IO RequestRelay, whose head
 callback here checks the Host header, substitutes placeholders and blocks
-violations; upstream bytes are relayed unchanged while a ResponseTracker
+violations. Upstream bytes are relayed unchanged, and a ResponseTracker
 observes them for the status codes of the audit log.
 """
 
@@ -282,7 +282,7 @@ async def _wait_until(condition: asyncio.Condition, predicate: Any, timeout: flo
 
 
 def _path(target: bytes) -> str:
-    """The path of a request target without its query, which may carry placeholders."""
+    """Return the path of a request target without its query, which may carry placeholders."""
     return target.split(b"?", 1)[0].decode("latin-1")[:512]
 
 

@@ -69,7 +69,7 @@ async def peek_classification(sock: socket.socket, first_byte_timeout: float, to
 
 
 def reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), the answer to a denied connection."""
+    """Close with RST (SO_LINGER 0), the reply to a denied connection."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:

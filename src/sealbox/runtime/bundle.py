@@ -36,7 +36,7 @@ CFS_PERIOD_US = 100_000
 
 @dataclass(frozen=True)
 class BundleInputs:
-    """What the bundle needs beyond the spec: host paths and resolved ids."""
+    """Inputs of the bundle beyond the spec: host paths and resolved ids."""
 
     rootfs: str
     netns_path: str

@@ -1,7 +1,7 @@
 """Thin ctypes wrappers over the Linux calls the supervisor needs.
 
 Each wrapper raises OSError with the errno and the path or namespace involved,
-so a failed setup step says exactly what failed.
+so a failed setup step names exactly what failed.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The per-sandbox supervisor process.
 
-`python -m sealbox.runtime.supervisor` is started by `Sandbox.create`. It reads
-its configuration (the spec, and the secret values, which exist only in this
-process's memory) as one JSON document on stdin, sets the sandbox up, reports
-one JSON line on stdout (`{"ok": true}` or `{"ok": false, "error": ...}`),
-then serves the gateway until it is told to stop, its creator dies (attached
-sandboxes hold a lifeline pipe whose end-of-file means that), or the
-container's init exits. It then tears everything down.
+`Sandbox.create` forks it and calls `run_supervisor` with the configuration:
+the spec and the secret values, which exist only in this process's memory.
+(`python -m sealbox.runtime.supervisor` reads the same configuration as JSON
+on stdin.) It sets the sandbox up and reports the outcome once. Then it serves
+the gateway until a stop is requested, its creator dies (attached sandboxes
+hold a lifeline pipe whose end-of-file means that), or the container's init
+exits. It then tears everything down.
 
 Setup order:
 1. private mount namespace and child subreaper;
@@ -14,7 +14,7 @@ Setup order:
 3. the root filesystem (overlays), /etc files, and the CA trusted inside;
 4. the OCI bundle, then `runc run --detach`;
 5. the registry row goes to `running`, process.json is written, and the
-   creator is told.
+   creator gets the report.
 """
 
 from __future__ import annotations
